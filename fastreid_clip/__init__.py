@@ -1,12 +1,20 @@
 """fastreid-clip: CLIP-based person/vehicle re-identification methods as a FastReID extension.
 
-Importing this package first applies the torch-2 / Python-3.11 / CPU fixes FastReID 1.4.0 needs
-(:mod:`fastreid_clip.compat`), then registers our backbones, meta-architectures and datasets into
-FastReID's registries.
+``import fastreid_clip`` first applies the torch-2 / Python-3.11 / CPU fixes FastReID 1.4.0 needs
+(:mod:`fastreid_clip.compat`), then registers our backbones, meta-architectures, datasets and evaluator into
+FastReID's registries. In your own FastReID project::
+
+    import fastreid_clip                      # before any fastreid import
+    from fastreid_clip import add_clip_config
+    cfg = get_cfg(); add_clip_config(cfg); cfg.merge_from_file(...)
 """
 
 from . import compat
 
 compat.apply()
 
+from . import data, modeling  # noqa: E402,F401  (registration side effects)
+from .config import add_clip_config, get_cfg  # noqa: E402
+
 __version__ = "0.1.0"
+__all__ = ["add_clip_config", "get_cfg", "__version__"]

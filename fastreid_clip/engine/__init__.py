@@ -1,0 +1,4 @@
+from .hooks import EvalBeforeTrain, RankVisualization
+from .trainer import AutocastTrainLoop, ClipTrainer
+
+__all__ = ["EvalBeforeTrain", "RankVisualization", "AutocastTrainLoop", "ClipTrainer"]

@@ -1,0 +1,3 @@
+from .bnneck import BNNeckClassifier
+
+__all__ = ["BNNeckClassifier"]

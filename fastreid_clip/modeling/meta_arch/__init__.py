@@ -1,0 +1,3 @@
+from .clip_baseline import ClipBaseline
+
+__all__ = ["ClipBaseline"]

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny CLIP weight files and configs. ``import fastreid_clip`` precedes every fastreid import."""
+
+import os
+
+import fastreid_clip  # noqa: F401
+import pytest
+import torch
+
+from fastreid_clip.modeling.backbones import register_model_configs
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "large: ViT-B/16 / RN50-sized checks (minutes on a CPU); run with -m large")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("-m"):
+        return
+    skip_large = pytest.mark.skip(reason="large model test: run `make test-large` (pytest -m large)")
+    for item in items:
+        if "large" in item.keywords:
+            item.add_marker(skip_large)
+
+
+def save_random_clip(arch: str, path: str, seed: int = 0, fmt: str = "bin") -> torch.nn.Module:
+    """Create an open_clip model with random weights, save its state dict as ``fmt`` and return the model."""
+    import open_clip
+
+    register_model_configs()
+    torch.manual_seed(seed)
+    model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=True).eval()
+    state = model.state_dict()
+    if fmt == "safetensors":
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in state.items()}, path)
+    elif fmt == "ddp":
+        torch.save({"state_dict": {"module." + k: v for k, v in state.items()}, "epoch": 3}, path)
+    else:
+        torch.save(state, path)
+    return model
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory):
+    """``{arch: (path, open_clip model)}`` for the tiny ViT and ResNet."""
+    root = tmp_path_factory.mktemp("weights")
+    return {arch: (str(root / f"{arch}.bin"), save_random_clip(arch, str(root / f"{arch}.bin"), seed=i))
+            for i, arch in enumerate(["ViT-Tiny-16", "RN-Tiny"])}
+
+
+@pytest.fixture(scope="session")
+def datasets_root(tmp_path_factory):
+    """A FASTREID_DATASETS root shared by the tests (the synthetic data is generated there once)."""
+    root = tmp_path_factory.mktemp("datasets")
+    old = os.environ.get("FASTREID_DATASETS")
+    os.environ["FASTREID_DATASETS"] = str(root)
+    yield str(root)
+    if old is None:
+        os.environ.pop("FASTREID_DATASETS", None)
+    else:
+        os.environ["FASTREID_DATASETS"] = old

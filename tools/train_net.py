@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Train or evaluate a fastreid-clip model with FastReID's engine (same command line as FastReID's train_net.py).
+
+    python tools/train_net.py --config-file configs/CLIP-Baseline/market_vit.yml MODEL.DEVICE cuda
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS logs/.../model_final.pth
+    python tools/train_net.py --config-file ... --resume          # continue from OUTPUT_DIR/last_checkpoint
+    python tools/train_net.py --config-file ... --num-gpus 2      # DDP through FastReID's launch (gloo on CPU)
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import fastreid_clip  # noqa: E402,F401  (must precede every fastreid import)
+from fastreid.engine import default_argument_parser, default_setup, launch  # noqa: E402
+from fastreid.utils import comm  # noqa: E402
+from fastreid.utils.env import seed_all_rng  # noqa: E402
+
+from fastreid_clip.checkpoint import read_training_checkpoint, load_model_weights  # noqa: E402
+from fastreid_clip.config import get_cfg, merge_config_file  # noqa: E402
+from fastreid_clip.engine import ClipTrainer  # noqa: E402
+
+
+def setup(args):
+    cfg = get_cfg()
+    merge_config_file(cfg, args.config_file, args.opts)
+    if args.eval_only:
+        fill_shapes_from_checkpoint(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    if cfg.SEED >= 0:
+        seed_all_rng(cfg.SEED + comm.get_rank())
+    return cfg
+
+
+def fill_shapes_from_checkpoint(cfg):
+    """For --eval-only: class and camera counts come from the checkpoint, and no CLIP weight file is needed."""
+    state = read_training_checkpoint(cfg.MODEL.WEIGHTS)
+    cfg.MODEL.BACKBONE.PRETRAIN = False  # every backbone weight comes from MODEL.WEIGHTS (loaded strictly)
+    if cfg.MODEL.HEADS.NUM_CLASSES == 0 and "head.classifier.weight" in state:
+        cfg.MODEL.HEADS.NUM_CLASSES = state["head.classifier.weight"].shape[0]
+    if cfg.MODEL.BACKBONE.NUM_CAMERAS == 0 and "backbone.sie_embed" in state:
+        views = max(cfg.MODEL.BACKBONE.NUM_VIEWS, 1) if cfg.MODEL.BACKBONE.SIE_VIEW else 1
+        cfg.MODEL.BACKBONE.NUM_CAMERAS = state["backbone.sie_embed"].shape[0] // views
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = ClipTrainer.build_model(cfg)
+        load_model_weights(model, cfg.MODEL.WEIGHTS)
+        return ClipTrainer.test(cfg, model)
+    trainer = ClipTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+           dist_url=args.dist_url, args=(args,))
