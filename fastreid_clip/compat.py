@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import collections
 import collections.abc
+import importlib
 import logging
 import math
 import os
@@ -177,8 +178,10 @@ def _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine,
 
 
 def _patch_launch() -> None:
-    import fastreid.engine.launch as launch_module
-
+    # ``import fastreid.engine.launch as m`` would give the *function* ``launch`` (fastreid.engine's star import
+    # shadows the submodule attribute), so take the module object itself.
+    launch_module = importlib.import_module("fastreid.engine.launch")
+    assert isinstance(launch_module, types.ModuleType)
     launch_module._distributed_worker = _distributed_worker
 
 

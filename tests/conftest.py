@@ -60,3 +60,20 @@ def datasets_root(tmp_path_factory):
         os.environ.pop("FASTREID_DATASETS", None)
     else:
         os.environ["FASTREID_DATASETS"] = old
+
+
+TINY_SYNTHETIC = [
+    "DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "32", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "16",
+    "DATASETS.SYNTHETIC.NUM_CAMERAS", "4", "DATASETS.SYNTHETIC.CAMERAS_PER_ID", "3",
+    "DATASETS.SYNTHETIC.IMAGES_PER_ID_CAMERA", "3", "DATALOADER.NUM_WORKERS", "0",
+    "TEST.EVAL_INIT", "False", "TEST.RANK_VIS.ENABLED", "False", "SEED", "7",
+]
+
+
+def tiny_cfg(output_dir: str, *opts: str, config: str = "configs/Synthetic/clip_baseline_vit_tiny.yml"):
+    """The demo config shrunk for tests (32 train ids), writing to ``output_dir``; ``opts`` override it."""
+    from fastreid_clip.config import get_cfg, merge_config_file
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return merge_config_file(get_cfg(), os.path.join(root, config),
+                             TINY_SYNTHETIC + ["OUTPUT_DIR", output_dir] + list(opts))

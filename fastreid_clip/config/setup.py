@@ -31,7 +31,7 @@ def _all_keys(node: CfgNode, prefix: str = "") -> List[str]:
     return keys
 
 
-def _unknown_key_error(cfg: CfgNode, err: KeyError, source: str) -> ConfigKeyError:
+def _unknown_key_error(cfg: CfgNode, err: Exception, source: str) -> ConfigKeyError:
     message = str(err.args[0]) if err.args else str(err)
     key = message.split(":", 1)[-1].strip()
     close = difflib.get_close_matches(key, _all_keys(cfg), n=3, cutoff=0.6)
@@ -62,6 +62,8 @@ def merge_config_file(cfg: CfgNode, path: str, opts: Sequence[str] = ()) -> CfgN
             raise ValueError(f"command-line overrides must be KEY VALUE pairs, got an odd list: {list(opts)}")
         try:
             cfg.merge_from_list(list(opts))
-        except KeyError as err:
+        except (KeyError, AssertionError) as err:  # yacs asserts "Non-existent key: X" for overrides
+            if isinstance(err, AssertionError) and "Non-existent key" not in str(err):
+                raise
             raise _unknown_key_error(cfg, err, "command-line override") from None
     return cfg

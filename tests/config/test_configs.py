@@ -1,0 +1,52 @@
+"""Every shipped config loads; bad keys fail with the file and the key named."""
+
+import glob
+import os
+
+import pytest
+
+from fastreid_clip.config import get_cfg, merge_config_file
+from fastreid_clip.config.setup import ConfigKeyError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yml"), recursive=True))
+
+
+def test_there_are_configs():
+    assert len(CONFIGS) >= 16
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
+def test_config_loads(path):
+    cfg = merge_config_file(get_cfg(), path)
+    assert cfg.MODEL.META_ARCHITECTURE == "ClipBaseline"
+    assert tuple(cfg.INPUT.SIZE_TRAIN) == tuple(cfg.INPUT.SIZE_TEST)
+    if os.path.basename(path).startswith(("Base-", "clip_")):
+        return
+    assert len(cfg.DATASETS.NAMES) == 1 and cfg.DATASETS.NAMES == cfg.DATASETS.TESTS
+
+
+def test_paper_values_vit_and_rn50():
+    vit = merge_config_file(get_cfg(), os.path.join(ROOT, "configs/CLIP-Baseline/market_vit.yml"))
+    assert vit.SOLVER.BASE_LR == 5e-6 and vit.SOLVER.STEPS == [30, 50] and vit.SOLVER.MAX_EPOCH == 60
+    assert vit.MODEL.PIXEL_MEAN == [127.5] * 3 and vit.MODEL.LOSSES.TRI.MARGIN == 0.3
+    rn = merge_config_file(get_cfg(), os.path.join(ROOT, "configs/CLIP-Baseline/msmt17_rn50.yml"))
+    assert rn.MODEL.BACKBONE.CLIP_NAME == "RN50" and rn.SOLVER.BASE_LR == 3.5e-4 and rn.SOLVER.STEPS == [40, 70]
+    assert rn.MODEL.PIXEL_MEAN == pytest.approx([123.675, 116.28, 103.53])
+
+
+def test_unknown_key_names_file_and_closest_key(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("MODEL:\n  BACKBONE:\n    CLIP_NAM: ViT-B-16\n")
+    with pytest.raises(ConfigKeyError, match=r"bad.yml.*MODEL.BACKBONE.CLIP_NAM.*MODEL.BACKBONE.CLIP_NAME"):
+        merge_config_file(get_cfg(), str(bad))
+
+
+def test_unknown_command_line_key():
+    with pytest.raises(ConfigKeyError, match="command-line override.*SOLVER.BASE_LRR"):
+        merge_config_file(get_cfg(), CONFIGS[0], ["SOLVER.BASE_LRR", "0.1"])
+
+
+def test_missing_config_file():
+    with pytest.raises(FileNotFoundError, match="nope.yml"):
+        merge_config_file(get_cfg(), "nope.yml")
