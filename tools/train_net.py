@@ -14,8 +14,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastreid_clip  # noqa: E402,F401  (must precede every fastreid import)
 from fastreid.engine import default_argument_parser, default_setup, launch  # noqa: E402
-from fastreid.utils import comm  # noqa: E402
-from fastreid.utils.env import seed_all_rng  # noqa: E402
 
 from fastreid_clip.checkpoint import read_training_checkpoint, load_model_weights  # noqa: E402
 from fastreid_clip.config import get_cfg, merge_config_file  # noqa: E402
@@ -28,9 +26,7 @@ def setup(args):
     if args.eval_only:
         fill_shapes_from_checkpoint(cfg)
     cfg.freeze()
-    default_setup(cfg, args)
-    if cfg.SEED >= 0:
-        seed_all_rng(cfg.SEED + comm.get_rank())
+    default_setup(cfg, args)  # ClipTrainer seeds with SEED + rank when SEED >= 0
     return cfg
 
 

@@ -67,9 +67,17 @@ def add_clip_config(cfg: CN) -> CN:
     # ---------------------------------------------------------------- reproducibility
     _C.SEED = -1  # >= 0: seed python/numpy/torch with SEED + rank after default_setup (FastReID seeds randomly)
 
+    # ---------------------------------------------------------------- training stages
+    # STAGES.NAMES lists the stages of a multi-stage method in order (each a STAGES.<NAME> node, see
+    # fastreid_clip/config/stages.py); empty = one stage from SOLVER.* (the baseline).
+    _C.STAGES = CN()
+    _C.STAGES.NAMES = ()
+
+    from fastreid_clip.config.clip_reid import add_clip_reid_config
     from fastreid_clip.data.synthetic import add_synthetic_config
     from fastreid_clip.evaluation.config import add_eval_config
 
+    add_clip_reid_config(_C)
     add_synthetic_config(_C)
     add_eval_config(_C)
     return _C

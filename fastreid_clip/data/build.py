@@ -7,8 +7,7 @@ import os
 import re
 from typing import Dict, List, Tuple
 
-from fastreid.data import samplers
-from fastreid.data.build import build_reid_test_loader, build_reid_train_loader
+from fastreid.data.build import build_reid_test_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import comm
@@ -16,7 +15,7 @@ from PIL import UnidentifiedImageError
 
 from .transforms import build_clip_transforms
 
-__all__ = ["ReIDImageDataset", "build_dataset", "build_clip_train_loader", "build_clip_test_loader", "datasets_root"]
+__all__ = ["ReIDImageDataset", "build_dataset", "build_clip_train_set", "build_clip_test_loader", "datasets_root"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,36 +73,18 @@ def build_dataset(cfg, name: str, **kwargs):
     return dataset_cls(root=datasets_root(), **_dataset_kwargs(cfg, name), **kwargs)
 
 
-def build_clip_train_loader(cfg):
-    """Training loader: datasets of ``DATASETS.NAMES``, CLIP train transforms, FastReID's sampler and loader."""
+def build_clip_train_set(cfg) -> ReIDImageDataset:
+    """Training images of ``DATASETS.NAMES`` (pids and cameras relabelled) with the CLIP train transform.
+
+    Batches are planned per epoch by the trainer (:mod:`fastreid_clip.data.samplers`), not by a FastReID sampler.
+    """
     items = []
     for name in cfg.DATASETS.NAMES:
         data = build_dataset(cfg, name, combineall=cfg.DATASETS.COMBINEALL)
         if comm.is_main_process():
             data.show_train()
         items.extend(data.train)
-    train_set = ReIDImageDataset(items, build_clip_transforms(cfg, is_train=True), relabel=True)
-
-    name = cfg.DATALOADER.SAMPLER_TRAIN
-    mini_batch = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
-    num_instance = cfg.DATALOADER.NUM_INSTANCE
-    if name == "TrainingSampler":
-        sampler = samplers.TrainingSampler(len(train_set))
-    elif name in ("NaiveIdentitySampler", "BalancedIdentitySampler"):
-        per_batch = mini_batch // num_instance
-        if mini_batch % num_instance or per_batch < 2:
-            raise ValueError(f"SOLVER.IMS_PER_BATCH per process ({mini_batch}) must be a multiple of "
-                             f"DATALOADER.NUM_INSTANCE ({num_instance}) with at least 2 identities per batch")
-        if train_set.num_classes < per_batch:
-            # FastReID's identity samplers loop forever in this case.
-            raise ValueError(f"the training set has {train_set.num_classes} identities but a batch needs {per_batch} "
-                             f"(SOLVER.IMS_PER_BATCH / DATALOADER.NUM_INSTANCE per process)")
-        sampler = getattr(samplers, name)(train_set.img_items, mini_batch, num_instance)
-    else:
-        raise ValueError(f"DATALOADER.SAMPLER_TRAIN '{name}' is not supported: use TrainingSampler, "
-                         f"NaiveIdentitySampler or BalancedIdentitySampler")
-    return build_reid_train_loader(train_set, sampler=sampler, total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
-                                   num_workers=cfg.DATALOADER.NUM_WORKERS)
+    return ReIDImageDataset(items, build_clip_transforms(cfg, is_train=True), relabel=True)
 
 
 def build_clip_test_loader(cfg, dataset_name: str):

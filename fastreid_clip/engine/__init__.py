@@ -1,4 +1,4 @@
-from .hooks import EvalBeforeTrain, RankVisualization
+from .hooks import EvalBeforeTrain, RankVisualization, StageCheckpointer
 from .trainer import AutocastTrainLoop, ClipTrainer
 
-__all__ = ["EvalBeforeTrain", "RankVisualization", "AutocastTrainLoop", "ClipTrainer"]
+__all__ = ["EvalBeforeTrain", "RankVisualization", "StageCheckpointer", "AutocastTrainLoop", "ClipTrainer"]

@@ -1,34 +1,49 @@
-"""``ClipTrainer``: FastReID's ``DefaultTrainer`` with the CLIP methods' data, solver and device handling.
+"""``ClipTrainer``: FastReID's ``DefaultTrainer`` running a model's training stages in order.
 
-What differs from ``DefaultTrainer`` (everything else, hooks, checkpointer, evaluation, writers, is FastReID's):
+A stage (:class:`~fastreid_clip.config.stages.StageSpec`) names what trains, on which data, with which
+optimizer and per-epoch schedule. Single-stage models (the baseline) get one stage from ``SOLVER.*``.
+For every stage the trainer
 
-* data: CLIP transforms on FastReID's datasets/samplers (:mod:`fastreid_clip.data.build`);
-* solver: CLIP-ReID's parameter groups (bias lr x2) and per-epoch schedules (:mod:`fastreid_clip.solver`);
-* device: runs on CPU or CUDA (``MODEL.DEVICE``); DDP with gloo on CPU; AMP through ``torch.autocast`` on either;
-* ``MODEL.HEADS.NUM_CLASSES`` and ``MODEL.BACKBONE.NUM_CAMERAS`` (SIE) are set from the training set;
-* hooks: optional evaluation before training (``TEST.EVAL_INIT``), a ranked-retrieval picture after training
-  (``TEST.RANK_VIS``) and a configurable log period (``SOLVER.LOG_PERIOD``).
+1. freezes everything outside the stage's ``TRAINABLE`` prefixes (parameters the model froze itself, such as
+   the BN-neck biases or the text encoder, stay frozen) and calls ``model.set_stage(name)``;
+2. builds the stage's data: PK batches of augmented images, or features of every training image cached once
+   with the test transform (sharded over ranks and gathered) for prompt learning;
+3. calls ``model.on_stage_start(name)`` (e.g. CLIP-ReID computes its text-feature bank);
+4. builds the stage's optimizer and scheduler, wraps the model in DDP (gloo on CPU, NCCL on CUDA), and
+   registers FastReID's hooks (timer, ``LRScheduler``, ``EvalHook``, writers) plus a stage-aware checkpointer;
+5. runs the epochs. Checkpoints record the stage and epoch, so ``--resume`` continues inside the right stage
+   with its optimizer and scheduler state; with ``SEED >= 0`` every epoch's batches and augmentations are a
+   function of ``(SEED, stage, epoch)``, so a resumed run ends with the same weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import time
+from typing import Optional
 
+import numpy as np
 import torch
 from fastreid.engine import DefaultTrainer, hooks
 from fastreid.engine.train_loop import SimpleTrainer, TrainerBase
 from fastreid.evaluation import ReidEvaluator
 from fastreid.utils import comm
 from fastreid.utils.checkpoint import Checkpointer
+from fastreid.utils.env import seed_all_rng
+from fastreid.utils.events import EventStorage
 from fastreid.utils.file_io import PathManager
 from fastreid.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data.build import build_clip_test_loader, build_clip_train_loader
-from ..solver import build_clip_lr_scheduler, build_clip_optimizer
-from .hooks import EvalBeforeTrain, RankVisualization
+from ..config.stages import StageSpec, stage_specs
+from ..data.build import build_clip_test_loader, build_clip_train_set
+from ..data.epoch_data import FeatureEpochs, ImageEpochs
+from ..solver import build_stage_optimizer, build_stage_scheduler
+from ..utils.distributed import broadcast_module
+from .feature_cache import cache_train_features
+from .hooks import EvalBeforeTrain, RankVisualization, StageCheckpointer
 
 __all__ = ["ClipTrainer", "AutocastTrainLoop"]
 
@@ -42,9 +57,8 @@ class AutocastTrainLoop(SimpleTrainer):
     ``AMPTrainer`` asserts CUDA.
     """
 
-    def __init__(self, model, data_loader, optimizer, param_wrapper=None, device_type: str = "cpu",
-                 dtype: str = "float16"):
-        super().__init__(model, data_loader, optimizer, param_wrapper)
+    def __init__(self, model, data_loader, optimizer, device_type: str = "cpu", dtype: str = "float16"):
+        super().__init__(model, data_loader, optimizer, None)
         if dtype not in ("float16", "bfloat16"):
             raise ValueError(f"SOLVER.AMP.DTYPE must be float16 or bfloat16, got '{dtype}'")
         if device_type == "cpu" and dtype == "float16":
@@ -77,44 +91,36 @@ class AutocastTrainLoop(SimpleTrainer):
 class ClipTrainer(DefaultTrainer):
     """Trainer for fastreid-clip's meta-architectures (``tools/train_net.py`` uses it)."""
 
-    def __init__(self, cfg):  # noqa: D107  (mirrors DefaultTrainer.__init__ with our device/AMP/DDP choices)
+    def __init__(self, cfg):  # noqa: D107  (replaces DefaultTrainer.__init__: stages are built in ``train``)
         TrainerBase.__init__(self)
         if not logging.getLogger("fastreid").isEnabledFor(logging.INFO):
             setup_logger()
-        data_loader = self.build_train_loader(cfg)
-        cfg = self.auto_scale_for_dataset(cfg, data_loader.dataset)
-        model = self.build_model(cfg)
-        optimizer, param_wrapper = self.build_optimizer(cfg, model)
-        device_type = torch.device(cfg.MODEL.DEVICE).type
-        if comm.get_world_size() > 1:
-            device_ids = [comm.get_local_rank()] if device_type == "cuda" else None
-            model = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
-        if cfg.SOLVER.AMP.ENABLED:
-            self._trainer = AutocastTrainLoop(model, data_loader, optimizer, param_wrapper, device_type,
-                                              cfg.SOLVER.AMP.DTYPE)
-        else:
-            self._trainer = SimpleTrainer(model, data_loader, optimizer, param_wrapper)
-        self.iters_per_epoch = len(data_loader.dataset) // cfg.SOLVER.IMS_PER_BATCH
-        if self.iters_per_epoch == 0:
-            raise ValueError(f"the training set ({len(data_loader.dataset)} images) is smaller than one batch "
-                             f"(SOLVER.IMS_PER_BATCH {cfg.SOLVER.IMS_PER_BATCH})")
-        self.scheduler = self.build_lr_scheduler(cfg, optimizer, self.iters_per_epoch)
-        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
-                                         optimizer=optimizer, **self.scheduler)
-        self.start_epoch = 0
-        self.max_epoch = cfg.SOLVER.MAX_EPOCH
-        self.max_iter = self.max_epoch * self.iters_per_epoch
-        self.warmup_iters = cfg.SOLVER.WARMUP_ITERS
-        self.delay_epochs = cfg.SOLVER.DELAY_EPOCHS
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            PathManager.mkdirs(cfg.OUTPUT_DIR)
+        if cfg.SEED >= 0:
+            seed_all_rng(cfg.SEED + comm.get_rank())  # model initialisation and data generation are reproducible
+        logger.info("Prepare training set")
+        self.train_set = build_clip_train_set(cfg)
+        cfg = self.auto_scale_for_dataset(cfg, self.train_set)
         self.cfg = cfg
-        self.register_hooks(self.build_hooks())
+        self.device = torch.device(cfg.MODEL.DEVICE)
+        self.raw_model = self.build_model(cfg)
+        broadcast_module(self.raw_model)  # every rank starts from rank 0's weights (feature caching precedes DDP)
+        self.stages = stage_specs(cfg)
+        self._always_frozen = {id(p) for p in self.raw_model.parameters() if not p.requires_grad}
+        self.seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
+        self.stage_index, self.start_epoch = 0, 0
+        self._resume_checkpoint: Optional[dict] = None
+        self._trainer: Optional[SimpleTrainer] = None  # built per stage
+        self.checkpointer = Checkpointer(self.raw_model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process())
+        self.warmup_iters, self.delay_epochs = 0, 0
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The model being trained (DDP-wrapped in a distributed stage)."""
+        return self._trainer.model if self._trainer is not None else self.raw_model
 
     # ------------------------------------------------------------------ building blocks
-    @classmethod
-    def build_train_loader(cls, cfg):
-        logger.info("Prepare training set")
-        return build_clip_train_loader(cfg)
-
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_clip_test_loader(cfg, dataset_name)
@@ -123,14 +129,6 @@ class ClipTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
         return data_loader, ReidEvaluator(cfg, num_query, output_dir)
-
-    @classmethod
-    def build_optimizer(cls, cfg, model):
-        return build_clip_optimizer(cfg, model), None
-
-    @classmethod
-    def build_lr_scheduler(cls, cfg, optimizer, iters_per_epoch):
-        return build_clip_lr_scheduler(cfg, optimizer, iters_per_epoch)
 
     @classmethod
     def auto_scale_for_dataset(cls, cfg, train_set):
@@ -147,13 +145,138 @@ class ClipTrainer(DefaultTrainer):
                 cfg.freeze()
         return cfg
 
-    def build_hooks(self):
-        ret = super().build_hooks()
-        for hook in ret:
-            if isinstance(hook, hooks.PeriodicWriter):
-                hook._period = self.cfg.SOLVER.LOG_PERIOD
-        if self.cfg.TEST.EVAL_INIT:
-            ret.insert(0, EvalBeforeTrain(lambda: self.test(self.cfg, self.model)))
-        if self.cfg.TEST.RANK_VIS.ENABLED and comm.is_main_process():
-            ret.append(RankVisualization(self.cfg, os.path.join(self.cfg.OUTPUT_DIR, "ranked_retrievals.jpg")))
+    # ------------------------------------------------------------------ resume
+    def resume_or_load(self, resume=True):
+        """Resume from ``OUTPUT_DIR/last_checkpoint`` (stage, epoch, optimizer and scheduler), or load
+        ``MODEL.WEIGHTS`` as initial weights (FastReID's non-strict load, missing keys are logged)."""
+        if not (resume and self.checkpointer.has_checkpoint()):
+            if self.cfg.MODEL.WEIGHTS:
+                self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
+            return
+        path = self.checkpointer.get_checkpoint_file()
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        self.raw_model.load_state_dict(checkpoint["model"], strict=True)
+        names = [s.name for s in self.stages]
+        stage = checkpoint.get("stage", names[-1] if len(names) == 1 else None)
+        if stage not in names:
+            raise ValueError(f"checkpoint '{path}' was saved in stage {stage!r}, which is not one of this config's "
+                             f"stages {names}")
+        self.stage_index, self.start_epoch = names.index(stage), checkpoint["epoch"] + 1
+        if self.start_epoch >= self.stages[self.stage_index].epochs:
+            self.stage_index, self.start_epoch = self.stage_index + 1, 0
+        else:
+            self._resume_checkpoint = checkpoint
+        logger.info("Resuming from %s: stage %d/%d, epoch %d", path, self.stage_index + 1, len(self.stages),
+                    self.start_epoch)
+
+    # ------------------------------------------------------------------ training
+    def train(self):
+        """Run the remaining stages; return the last evaluation results (main process)."""
+        first = self.stage_index
+        for index in range(first, len(self.stages)):
+            self.stage_index = index
+            self._run_stage(self.stages[index], self.start_epoch if index == first else 0)
+        self.start_epoch = 0
+        if comm.is_main_process():
+            return getattr(self, "_last_eval_results", None)
+
+    def _set_trainable(self, stage: StageSpec) -> None:
+        for name, param in self.raw_model.named_parameters():
+            allowed = not stage.trainable or any(name.startswith(p) for p in stage.trainable)
+            param.requires_grad_(allowed and id(param) not in self._always_frozen)
+
+    def _stage_data(self, stage: StageSpec):
+        rank, world = comm.get_rank(), comm.get_world_size()
+        seed = self.seed + 7919 * self.stage_index
+        if stage.data == "features":
+            feats, labels = cache_train_features(self.cfg, self.train_set, self.raw_model.cache_features,
+                                                 self.raw_model, self.device)
+            return FeatureEpochs(feats, labels, stage.ims_per_batch, seed, rank, world)
+        instances = 0 if self.cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler" else self.cfg.DATALOADER.NUM_INSTANCE
+        return ImageEpochs(self.train_set, stage.ims_per_batch, instances, self.cfg.DATALOADER.NUM_WORKERS, seed,
+                           rank, world)
+
+    def _seed_epoch(self, epoch: int) -> None:
+        """Make the epoch's augmentations a function of (SEED, stage, epoch, rank) when SEED is set."""
+        if self.cfg.SEED < 0:
+            return
+        seed = (self.seed + 7919 * self.stage_index + 104729 * epoch + comm.get_rank()) % (2 ** 31)
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _run_stage(self, stage: StageSpec, start_epoch: int) -> None:
+        cfg, model = self.cfg, self.raw_model
+        logger.info("Stage %d/%d '%s': %d epochs, trainable %s, data %s", self.stage_index + 1, len(self.stages),
+                    stage.name, stage.epochs, list(stage.trainable) or "all", stage.data)
+        self._set_trainable(stage)
+        if hasattr(model, "set_stage"):
+            model.set_stage(stage.name)
+        data = self._stage_data(stage)
+        if hasattr(model, "on_stage_start"):
+            model.on_stage_start(stage.name)
+        optimizer = build_stage_optimizer(model, stage, cfg.SOLVER.BIAS_LR_MATCH, cfg.SOLVER.MOMENTUM,
+                                          cfg.SOLVER.NESTEROV)
+        self.scheduler = {"lr_sched": build_stage_scheduler(optimizer, stage)}
+        if self._resume_checkpoint is not None:
+            optimizer.load_state_dict(self._resume_checkpoint["optimizer"])
+            self.scheduler["lr_sched"].load_state_dict(self._resume_checkpoint["lr_sched"])
+            self._resume_checkpoint = None
+        wrapped = model
+        if comm.get_world_size() > 1:
+            device_ids = [comm.get_local_rank()] if self.device.type == "cuda" else None
+            wrapped = DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
+        if cfg.SOLVER.AMP.ENABLED:
+            self._trainer = AutocastTrainLoop(wrapped, [], optimizer, self.device.type, cfg.SOLVER.AMP.DTYPE)
+        else:
+            self._trainer = SimpleTrainer(wrapped, [], optimizer, None)
+        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
+                                         optimizer=optimizer, **self.scheduler)
+        self.iters_per_epoch = data.nominal_iters()
+        self.max_epoch = stage.epochs
+        self.max_iter = stage.epochs * self.iters_per_epoch
+        self._hooks = []
+        self.register_hooks(self._stage_hooks(stage, fresh=start_epoch == 0))
+        self._epoch_loop(data, start_epoch, stage.epochs)
+
+    def _epoch_loop(self, data, start_epoch: int, max_epoch: int) -> None:
+        """TrainerBase.train with a per-epoch batch plan (epochs may differ slightly in length)."""
+        self.iter = self.start_iter = start_epoch * self.iters_per_epoch
+        with EventStorage(self.start_iter) as self.storage:
+            try:
+                self.before_train()
+                for self.epoch in range(start_epoch, max_epoch):
+                    self.before_epoch()
+                    self._seed_epoch(self.epoch)
+                    batches = data.epoch(self.epoch)
+                    self._trainer._data_loader_iter = iter(batches)
+                    for _ in range(len(batches)):
+                        self.before_step()
+                        self.run_step()
+                        self.after_step()
+                        self.iter += 1
+                    self.after_epoch()
+            except Exception:
+                logger.exception("Exception during training:")
+                raise
+            finally:
+                self.after_train()
+
+    def _stage_hooks(self, stage: StageSpec, fresh: bool):
+        cfg = self.cfg
+        first, last = self.stage_index == 0, self.stage_index == len(self.stages) - 1
+        ret = [hooks.IterationTimer(), hooks.LRScheduler(self.optimizer, self.scheduler)]
+        if cfg.TEST.EVAL_INIT and first and fresh:
+            ret.insert(0, EvalBeforeTrain(lambda: self.test(self.cfg, self.raw_model)))
+        if stage.eval_period > 0:
+            def test_and_save_results():
+                self._last_eval_results = self.test(self.cfg, self.model)
+                return self._last_eval_results
+
+            ret.append(hooks.EvalHook(stage.eval_period, test_and_save_results))
+        if comm.is_main_process():
+            ret.append(StageCheckpointer(self.checkpointer, stage, self.stage_index, is_last_stage=last))
+            ret.append(hooks.PeriodicWriter(self.build_writers(), cfg.SOLVER.LOG_PERIOD))
+        if last and cfg.TEST.RANK_VIS.ENABLED and comm.is_main_process():
+            ret.append(RankVisualization(cfg, os.path.join(cfg.OUTPUT_DIR, "ranked_retrievals.jpg")))
         return ret

@@ -1,3 +1,3 @@
 """Models: CLIP backbones and text encoder, heads, losses and meta-architectures (registered on import)."""
 
-from . import backbones, heads, losses, meta_arch  # noqa: F401  (registration side effects)
+from . import backbones, heads, losses, meta_arch, prompts  # noqa: F401  (registration side effects)

@@ -1,14 +1,13 @@
-"""Optimizer with CLIP-ReID's parameter groups."""
+"""CLIP-ReID's optimizer parameter groups."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Dict, List, Tuple
 
-import torch
 import torch.nn as nn
 
-__all__ = ["clip_param_groups", "build_clip_optimizer"]
+__all__ = ["clip_param_groups"]
 
 
 def clip_param_groups(model: nn.Module, base_lr: float, weight_decay: float, bias_lr_factor: float = 2.0,
@@ -35,17 +34,3 @@ def clip_param_groups(model: nn.Module, base_lr: float, weight_decay: float, bia
         key = (base_lr * bias_lr_factor, weight_decay_bias) if is_bias else (base_lr, weight_decay)
         grouped[key].append(param)
     return [{"params": params, "lr": lr, "weight_decay": wd} for (lr, wd), params in grouped.items()]
-
-
-def build_clip_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """``SOLVER.OPT`` (Adam by default: coupled L2 weight decay, as CLIP-ReID) over :func:`clip_param_groups`."""
-    solver = cfg.SOLVER
-    groups = clip_param_groups(model, solver.BASE_LR, solver.WEIGHT_DECAY, solver.BIAS_LR_FACTOR,
-                               solver.WEIGHT_DECAY_BIAS, solver.BIAS_LR_MATCH)
-    if not groups:
-        raise ValueError("the model has no trainable parameters")
-    if solver.OPT == "SGD":
-        return torch.optim.SGD(groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM, nesterov=solver.NESTEROV)
-    if not hasattr(torch.optim, solver.OPT):
-        raise ValueError(f"SOLVER.OPT '{solver.OPT}' is not a torch.optim optimizer")
-    return getattr(torch.optim, solver.OPT)(groups, lr=solver.BASE_LR)

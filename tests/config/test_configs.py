@@ -19,7 +19,7 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_config_loads(path):
     cfg = merge_config_file(get_cfg(), path)
-    assert cfg.MODEL.META_ARCHITECTURE == "ClipBaseline"
+    assert cfg.MODEL.META_ARCHITECTURE in ("ClipBaseline", "ClipReID")
     assert tuple(cfg.INPUT.SIZE_TRAIN) == tuple(cfg.INPUT.SIZE_TEST)
     if os.path.basename(path).startswith(("Base-", "clip_")):
         return

@@ -1,4 +1,9 @@
-"""A 2-process gloo training job for tests/engine/test_distributed.py (run as a script, not collected)."""
+"""2-process gloo training jobs for tests/engine/test_distributed.py (run as a script, not collected).
+
+    python ddp_job.py OUT baseline   # the CLIP baseline (image stage) for 2 epochs
+    python ddp_job.py OUT prompt     # CLIP-ReID's prompt stage only (cached features, global-batch SupCon)
+Each rank saves its trainable parameters to OUT/rank<r>.pt.
+"""
 
 import os
 import sys
@@ -9,23 +14,33 @@ import torch  # noqa: E402
 
 from conftest import tiny_cfg  # noqa: E402
 
+JOBS = {
+    "baseline": ("configs/Synthetic/clip_baseline_vit_tiny.yml",
+                 ["SOLVER.MAX_EPOCH", "2", "SOLVER.IMS_PER_BATCH", "32", "TEST.EVAL_PERIOD", "0"]),
+    "prompt": ("configs/Synthetic/clip_reid_vit_tiny.yml",
+               ["STAGES.NAMES", '("prompt",)', "STAGES.PROMPT.EPOCHS", "3", "STAGES.PROMPT.IMS_PER_BATCH", "16"]),
+}
 
-def main(output_dir: str):
+
+def job_cfg(output_dir: str, job: str):
+    config, opts = JOBS[job]
+    return tiny_cfg(output_dir, *opts, config=config)
+
+
+def main(output_dir: str, job: str):
     from fastreid.engine import default_setup
     from fastreid.utils import comm
-    from fastreid.utils.env import seed_all_rng
 
     from fastreid_clip.engine import ClipTrainer
 
-    cfg = tiny_cfg(output_dir, "SOLVER.MAX_EPOCH", "2", "SOLVER.IMS_PER_BATCH", "32", "TEST.EVAL_PERIOD", "2")
+    cfg = job_cfg(output_dir, job)
     cfg.freeze()
     default_setup(cfg, None)
-    seed_all_rng(cfg.SEED + comm.get_rank())  # different init on each rank: DDP must broadcast rank 0's
-    trainer = ClipTrainer(cfg)
+    trainer = ClipTrainer(cfg)  # seeds SEED + rank: every rank starts from different weights until DDP broadcasts
+    initial = {k: v.detach().clone() for k, v in trainer.raw_model.named_parameters()}
     trainer.resume_or_load(resume=False)
-    model = trainer.model.module
-    initial = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}  # after DDP's broadcast from rank 0
     trainer.train()
+    model = trainer.raw_model
     params = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
     torch.save({"params": params, "initial": initial, "world_size": comm.get_world_size(), "iters": trainer.iter},
                os.path.join(output_dir, f"rank{comm.get_rank()}.pt"))
@@ -37,6 +52,6 @@ if __name__ == "__main__":
 
     from fastreid_clip.data.build import build_dataset
 
-    out = sys.argv[1]
-    build_dataset(tiny_cfg(out), "SyntheticReID")  # generate the data once, before the workers start
-    launch(main, 2, num_machines=1, machine_rank=0, dist_url="auto", args=(out,))
+    out, job = sys.argv[1], sys.argv[2]
+    build_dataset(job_cfg(out, job), "SyntheticReID")  # generate the data once, before the workers start
+    launch(main, 2, num_machines=1, machine_rank=0, dist_url="auto", args=(out, job))

@@ -32,9 +32,9 @@ class ClipResNetBackbone(nn.Module):
     def grid_size(self):
         return self.visual.grid_size
 
-    def forward(self, images: torch.Tensor, camids=None, viewids=None, project_tokens: bool = False
-                ) -> ClipImageFeatures:
-        """Encode ``[B, 3, H, W]`` normalised images; ``camids``/``viewids`` are accepted and unused."""
+    def forward(self, images: torch.Tensor, camids=None, viewids=None, project_tokens: bool = False,
+                use_sie: bool = True) -> ClipImageFeatures:
+        """Encode ``[B, 3, H, W]`` normalised images; ``camids``/``viewids``/``use_sie`` are accepted and unused."""
         visual = self.visual
         x = visual.stem(images.to(visual.conv1.weight.dtype))
         x = visual.layer1(x)

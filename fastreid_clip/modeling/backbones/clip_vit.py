@@ -71,23 +71,27 @@ class ClipViTBackbone(nn.Module):
             )
         return index
 
-    def embed(self, images: torch.Tensor, camids=None, viewids=None) -> torch.Tensor:
+    def embed(self, images: torch.Tensor, camids=None, viewids=None, use_sie: bool = True) -> torch.Tensor:
         """Patch embedding + class token (+ SIE) + position table + ``ln_pre``: ``[B, 1 + h*w, C]``."""
         visual = self.visual
         x = visual.conv1(images.to(visual.conv1.weight.dtype))  # [B, C, h, w]
         x = x.flatten(2).transpose(1, 2)  # [B, h*w, C]
         cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        if self.sie_embed is not None:
+        if self.sie_embed is not None and use_sie:
             cls = cls + self.sie_coe * self.sie_embed[self.sie_index(camids, viewids)].unsqueeze(1).to(x.dtype)
         x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
         x = visual.patch_dropout(x)
         return visual.ln_pre(x)
 
     def forward(self, images: torch.Tensor, camids: Optional[torch.Tensor] = None,
-                viewids: Optional[torch.Tensor] = None, project_tokens: bool = False) -> ClipImageFeatures:
-        """Encode ``[B, 3, H, W]`` normalised images into :class:`ClipImageFeatures`."""
+                viewids: Optional[torch.Tensor] = None, project_tokens: bool = False,
+                use_sie: bool = True) -> ClipImageFeatures:
+        """Encode ``[B, 3, H, W]`` normalised images into :class:`ClipImageFeatures`.
+
+        ``use_sie=False`` skips the SIE term (CLIP-ReID caches stage-1 features without SIE).
+        """
         visual = self.visual
-        x = self.embed(images, camids, viewids)
+        x = self.embed(images, camids, viewids, use_sie)
         last = len(visual.transformer.resblocks) - 1
         x, (x_inter,) = visual.transformer.forward_intermediates(x, indices=[last - 1])
         tokens = visual.ln_post(x)

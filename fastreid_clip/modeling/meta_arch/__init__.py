@@ -1,3 +1,4 @@
 from .clip_baseline import ClipBaseline
+from .clip_reid import ClipReID
 
-__all__ = ["ClipBaseline"]
+__all__ = ["ClipBaseline", "ClipReID"]

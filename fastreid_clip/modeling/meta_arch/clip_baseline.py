@@ -70,9 +70,14 @@ class ClipBaseline(nn.Module):
 
     @classmethod
     def from_config(cls, cfg) -> Dict:
+        return cls.baseline_args(cfg, build_backbone(cfg))
+
+    @staticmethod
+    def baseline_args(cfg, backbone: nn.Module) -> Dict:
+        """Constructor arguments of the baseline part, for ``backbone`` (subclasses build it with the text tower)."""
         losses = cfg.MODEL.LOSSES
         return {
-            "backbone": build_backbone(cfg),
+            "backbone": backbone,
             "num_classes": cfg.MODEL.HEADS.NUM_CLASSES,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,

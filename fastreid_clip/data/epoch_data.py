@@ -1,0 +1,90 @@
+"""Per-epoch training data of a stage: loaders of augmented images, or minibatches of cached features."""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, List
+
+import torch
+from fastreid.data.build import fast_batch_collator
+from torch.utils.data import DataLoader, Dataset
+
+from .samplers import pk_batches, random_batches, shard_batch
+
+__all__ = ["ImageEpochs", "FeatureEpochs"]
+
+
+class ImageEpochs:
+    """Training images batched per epoch: PK batches (identity sampler) or random batches, sharded by rank.
+
+    Args:
+        dataset: training set (``ReIDImageDataset`` with the train transform).
+        batch_size: global batch size.
+        num_instances: images per identity in a PK batch; 0 = random batches (``TrainingSampler``).
+        num_workers: loader workers.
+        seed: the batch plan and the worker seeds are functions of ``(seed, epoch)``.
+        rank, world_size: this process and the number of processes.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, num_instances: int, num_workers: int, seed: int,
+                 rank: int = 0, world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} does not split over {world_size} processes")
+        self.dataset = dataset
+        self.pids = [item[1] for item in dataset.img_items]
+        self.batch_size = batch_size
+        self.num_instances = num_instances
+        self.num_workers = num_workers
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+
+    def global_batches(self, epoch: int) -> List[List[int]]:
+        if self.num_instances:
+            return pk_batches(self.pids, self.num_instances, self.batch_size, self.seed, epoch)
+        batches = random_batches(len(self.pids), self.batch_size, self.seed, epoch)
+        return [b for b in batches if len(b) == self.batch_size]  # drop_last, as FastReID's loader
+
+    def nominal_iters(self) -> int:
+        return len(self.global_batches(0))
+
+    def epoch(self, epoch: int) -> DataLoader:
+        batches = [shard_batch(b, self.rank, self.world_size) for b in self.global_batches(epoch)]
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch * 101 + self.rank) % (2 ** 63))
+        return DataLoader(self.dataset, batch_sampler=batches, num_workers=self.num_workers,
+                          collate_fn=fast_batch_collator, generator=generator,
+                          pin_memory=torch.cuda.is_available())
+
+
+class FeatureEpochs:
+    """Random minibatches of cached features (CLIP-ReID stage 1): a new permutation every epoch.
+
+    Args:
+        features: ``[N, D]`` cached image features (on the training device).
+        labels: ``[N]`` identity labels.
+        batch_size: global minibatch size; each rank takes its contiguous slice.
+        seed: the permutation of epoch ``e`` is a function of ``(seed, e)``, identical on every rank.
+    """
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} does not split over {world_size} processes")
+        self.features = features
+        self.labels = labels
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+
+    def nominal_iters(self) -> int:
+        return len(self._global(0))
+
+    def _global(self, epoch: int) -> List[List[int]]:
+        return random_batches(len(self.labels), self.batch_size, self.seed, epoch, multiple_of=self.world_size)
+
+    def epoch(self, epoch: int) -> List[Dict[str, torch.Tensor]]:
+        out = []
+        for batch in self._global(epoch):
+            index = torch.as_tensor(shard_batch(batch, self.rank, self.world_size), device=self.features.device)
+            out.append({"features": self.features[index], "targets": self.labels[index]})
+        return out

@@ -1,0 +1,3 @@
+from .id_prompt import IDPromptLearner
+
+__all__ = ["IDPromptLearner"]

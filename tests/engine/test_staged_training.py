@@ -1,0 +1,105 @@
+"""Staged training (CLIP-ReID): what trains in which stage, and exact resume inside the right stage."""
+
+import os
+
+import pytest
+import torch
+
+from conftest import tiny_cfg
+from fastreid_clip.engine import ClipTrainer, StageCheckpointer
+
+CONFIG = "configs/Synthetic/clip_reid_vit_tiny.yml"
+SHORT = ["STAGES.PROMPT.EPOCHS", "2", "STAGES.IMAGE.EPOCHS", "3", "STAGES.IMAGE.STEPS", "[2]",
+         "STAGES.IMAGE.WARMUP_EPOCHS", "1", "STAGES.IMAGE.EVAL_PERIOD", "0", "STAGES.IMAGE.CHECKPOINT_PERIOD", "1",
+         "STAGES.PROMPT.CHECKPOINT_PERIOD", "1", "STAGES.PROMPT.IMS_PER_BATCH", "16"]
+
+
+class Killed(Exception):
+    pass
+
+
+def _train(out, *opts, resume=False):
+    cfg = tiny_cfg(out, *SHORT, *opts, config=CONFIG)
+    cfg.freeze()
+    trainer = ClipTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return trainer
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(datasets_root, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("uninterrupted"))
+    _train(out)
+    return out
+
+
+def test_stage1_trains_only_prompt_tokens(datasets_root, tmp_path):
+    trainer = ClipTrainer(_frozen_cfg(str(tmp_path), "STAGES.NAMES", '("prompt",)'))
+    before = {k: v.clone() for k, v in trainer.raw_model.state_dict().items()}
+    trainer.train()
+    after = trainer.raw_model.state_dict()
+    changed = sorted(k for k in before if not torch.equal(before[k], after[k]))
+    assert changed == ["prompt_learner.ctx"]
+
+
+def test_stage2_keeps_prompts_and_text_encoder(uninterrupted):
+    prompt = _state(os.path.join(uninterrupted, "model_prompt_final.pth"))
+    final = _state(os.path.join(uninterrupted, "model_final.pth"))
+    for key, value in prompt.items():
+        if key.startswith(("prompt_learner.", "text_encoder.")):
+            assert torch.equal(value, final[key]), key
+    assert not torch.equal(prompt["backbone.visual.conv1.weight"], final["backbone.visual.conv1.weight"])
+    assert not torch.equal(prompt["head_proj.classifier.weight"], final["head_proj.classifier.weight"])
+    assert "text_encoder.token_embedding.weight" not in final  # the reference layout: no token embedding
+
+
+def _frozen_cfg(out, *opts):
+    cfg = tiny_cfg(out, *SHORT, *opts, config=CONFIG)
+    cfg.freeze()
+    return cfg
+
+
+@pytest.mark.parametrize("kill_stage,kill_epoch", [("prompt", 1), ("image", 1)])
+def test_resume_gives_identical_weights(uninterrupted, tmp_path, monkeypatch, kill_stage, kill_epoch):
+    original = StageCheckpointer.after_epoch
+
+    def after_epoch_then_kill(self):
+        original(self)
+        if self.stage.name == kill_stage and self.trainer.epoch == kill_epoch:
+            raise Killed()
+
+    monkeypatch.setattr(StageCheckpointer, "after_epoch", after_epoch_then_kill)
+    with pytest.raises(Killed):
+        _train(str(tmp_path))
+    monkeypatch.setattr(StageCheckpointer, "after_epoch", original)
+    with open(tmp_path / "last_checkpoint") as f:
+        assert f.read().strip() == (f"model_{kill_stage}_final.pth" if kill_stage == "prompt"
+                                    else f"model_{kill_stage}_{kill_epoch:04d}.pth")
+    resumed = _train(str(tmp_path), resume=True)
+    assert resumed.stages[resumed.stage_index].name == "image"
+    expected = _state(os.path.join(uninterrupted, "model_final.pth"))
+    got = _state(os.path.join(tmp_path, "model_final.pth"))
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def test_eval_only_loads_any_stage_checkpoint(uninterrupted):
+    from fastreid_clip.checkpoint import load_model_weights
+
+    cfg = _frozen_cfg(uninterrupted)
+    cfg.defrost()
+    cfg.MODEL.HEADS.NUM_CLASSES = 32
+    cfg.MODEL.BACKBONE.NUM_CAMERAS = 4
+    for name in ("model_prompt_final.pth", "model_image_0001.pth", "model_final.pth"):
+        model = ClipTrainer.build_model(cfg)
+        load_model_weights(model, os.path.join(uninterrupted, name))
+        model.eval()
+        with torch.no_grad():
+            out = model({"images": torch.rand(2, 3, 256, 128) * 255, "camids": torch.tensor([0, 1])})
+        assert out.shape == (2, 96)
