@@ -141,6 +141,8 @@ def test_text_encoder_truncated_context_equals_full(tiny_weights):
     with torch.no_grad():
         truncated = text.encode_embeddings(embeds, eot)
         full = reference.encode_text(tokens)
+        ours_full = text.encode_embeddings(embeds, eot, truncate=False)
+    assert (ours_full - full).abs().max().item() <= 1e-5
     assert eot.tolist() == [11, 3]  # SOS a person EOT
     assert (truncated - full).abs().max().item() <= 1e-5
 

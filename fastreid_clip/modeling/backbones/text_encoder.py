@@ -79,20 +79,22 @@ class CLIPTextEncoder(nn.Module):
         proj = self.text_projection
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj.to(x.dtype)
 
-    def encode_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor, return_tokens: bool = False):
+    def encode_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor, return_tokens: bool = False,
+                          truncate: bool = True):
         """Encode already-embedded token sequences.
 
         Args:
             embeddings: ``[N, L, D]`` token-embedding rows (learnable rows spliced in), ``L <= context``.
             eot_index: ``[N]`` position of the EOT token in each sequence.
-            return_tokens: also return the ``ln_final`` rows ``0..max(eot)`` (unprojected).
+            return_tokens: also return the ``ln_final`` rows (unprojected).
+            truncate: run only positions ``0..max(eot)`` (exact: the mask is causal); False runs all ``L``.
 
         Returns:
             ``[N, E]`` projected EOT features; with ``return_tokens`` a tuple ``(features, [N, T, D])``
-            where ``T = max(eot) + 1``.
+            where ``T = max(eot) + 1`` (``L`` without truncation).
         """
         eot_index = eot_index.to(embeddings.device).long()
-        length = int(eot_index.max()) + 1
+        length = int(eot_index.max()) + 1 if truncate else embeddings.shape[1]
         if length > embeddings.shape[1]:
             raise ValueError(f"EOT index {length - 1} outside sequences of length {embeddings.shape[1]}")
         x = embeddings[:, :length] + self.positional_embedding[:length].to(embeddings.dtype)

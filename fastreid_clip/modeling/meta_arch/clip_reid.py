@@ -40,18 +40,21 @@ class ClipReID(ClipBaseline):
         prompt_learner: identity prompt learner.
         i2t_weight, i2t_epsilon: weight and label smoothing of ``L_i2tce``.
         supcon_temperature: temperature of the stage-1 losses (1 = CLIP-ReID's raw dot products).
+        truncate_at_eot: run the text encoder only up to EOT (exact; False = the full 77-token context).
         **baseline: :class:`ClipBaseline` arguments.
     """
 
     @configurable
     def __init__(self, *, text_encoder: CLIPTextEncoder, prompt_learner: IDPromptLearner, i2t_weight: float = 1.0,
-                 i2t_epsilon: float = 0.1, supcon_temperature: float = 1.0, **baseline):
+                 i2t_epsilon: float = 0.1, supcon_temperature: float = 1.0, truncate_at_eot: bool = True,
+                 **baseline):
         super().__init__(**baseline)
         self.text_encoder = text_encoder.freeze()
         self.prompt_learner = prompt_learner
         self.i2t_weight = i2t_weight
         self.i2t_epsilon = i2t_epsilon
         self.supcon_temperature = supcon_temperature
+        self.truncate_at_eot = truncate_at_eot
         self.register_buffer("text_bank", torch.empty(0), persistent=False)
         self.stage = IMAGE_STAGE
 
@@ -70,6 +73,7 @@ class ClipReID(ClipBaseline):
             "i2t_weight": cfg.MODEL.LOSSES.I2T.SCALE,
             "i2t_epsilon": cfg.MODEL.LOSSES.I2T.EPSILON,
             "supcon_temperature": cfg.MODEL.LOSSES.SUPCON.TEMPERATURE,
+            "truncate_at_eot": cfg.MODEL.PROMPT.TRUNCATE_AT_EOT,
         }
 
     # ------------------------------------------------------------------ stages
@@ -88,9 +92,9 @@ class ClipReID(ClipBaseline):
         return self.backbone(self.preprocess_image(batched_inputs), use_sie=False).proj
 
     def encode_prompts(self, labels: torch.Tensor) -> torch.Tensor:
-        """``[B, E]`` text features of the identity prompts of ``labels`` (EOT-truncated context)."""
-        embeddings, eot = self.prompt_learner(labels)
-        return self.text_encoder.encode_embeddings(embeddings, eot)
+        """``[B, E]`` text features of the identity prompts of ``labels`` (EOT-truncated context by default)."""
+        embeddings, eot = self.prompt_learner(labels, full_context=not self.truncate_at_eot)
+        return self.text_encoder.encode_embeddings(embeddings, eot, truncate=self.truncate_at_eot)
 
     @torch.no_grad()
     def compute_text_bank(self, chunk: int = 64) -> torch.Tensor:
