@@ -91,3 +91,18 @@ def test_corrupt_image_is_named(datasets_root, tmp_path):
     dataset = ReIDImageDataset([(str(bad), "x_1", "x_0")], build_clip_transforms(tiny_cfg(str(tmp_path)), False))
     with pytest.raises(RuntimeError, match="0001_c1s1_000001_00.jpg"):
         dataset[0]
+
+
+def test_amp_training_step_on_cpu(datasets_root, tmp_path):
+    cfg = tiny_cfg(str(tmp_path), "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "0", "SOLVER.AMP.ENABLED", "True")
+    cfg.freeze()
+    trainer = ClipTrainer(cfg)
+    before = trainer.raw_model.backbone.visual.conv1.weight.detach().clone()
+    trainer.train()
+    from fastreid_clip.engine import AutocastTrainLoop
+
+    assert isinstance(trainer._trainer, AutocastTrainLoop) and trainer._trainer.dtype == torch.bfloat16
+    assert trainer._trainer.grad_scaler is None
+    after = trainer.raw_model.backbone.visual.conv1.weight
+    assert after.dtype == torch.float32 and not torch.equal(before, after)
+    assert torch.isfinite(after).all()
