@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from fastreid.engine import DefaultTrainer, hooks
 from fastreid.engine.train_loop import SimpleTrainer, TrainerBase
-from fastreid.evaluation import ReidEvaluator
 from fastreid.utils import comm
 from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.env import seed_all_rng
@@ -40,6 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config.stages import StageSpec, stage_specs
 from ..data.build import build_clip_test_loader, build_clip_train_set
 from ..data.epoch_data import FeatureEpochs, ImageEpochs
+from ..evaluation import ChunkedReidEvaluator
 from ..solver import build_stage_optimizer, build_stage_scheduler
 from ..utils.distributed import broadcast_module
 from .feature_cache import cache_train_features
@@ -128,7 +128,7 @@ class ClipTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
-        return data_loader, ReidEvaluator(cfg, num_query, output_dir)
+        return data_loader, ChunkedReidEvaluator(cfg, num_query, output_dir)
 
     @classmethod
     def auto_scale_for_dataset(cls, cfg, train_set):

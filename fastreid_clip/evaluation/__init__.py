@@ -1,0 +1,36 @@
+"""Exact re-identification evaluation with bounded memory (chunked ranking, sparse re-ranking, gathering).
+
+See ``docs/evaluation.md``.
+"""
+
+from .config import add_eval_config
+from .evaluator import ChunkedReidEvaluator
+from .gather import gather_to_main, inference_shard_sizes
+from .ranking import (
+    DistanceFn,
+    RankingResult,
+    default_chunk_size,
+    evaluate_rank_chunked,
+    evaluate_rank_from_distances,
+    feature_distance,
+    normalize_,
+)
+from .rerank import SparseJaccard, average_query_expansion, knn, reranked_distance
+
+__all__ = [
+    "ChunkedReidEvaluator",
+    "DistanceFn",
+    "RankingResult",
+    "SparseJaccard",
+    "add_eval_config",
+    "average_query_expansion",
+    "default_chunk_size",
+    "evaluate_rank_chunked",
+    "evaluate_rank_from_distances",
+    "feature_distance",
+    "gather_to_main",
+    "inference_shard_sizes",
+    "knn",
+    "normalize_",
+    "reranked_distance",
+]

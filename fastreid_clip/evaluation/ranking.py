@@ -1,0 +1,475 @@
+"""Exact CMC / mAP / mINP of a query set against a gallery, one query chunk at a time.
+
+FastReID's ``evaluate_rank`` materialises the whole ``Q x G`` distance matrix and its full argsort. Here a
+query chunk of ``C`` rows is ranked against the whole gallery and dropped before the next one, so memory is
+``O(C * G)`` whatever ``Q`` is, and the same code runs on the CPU and on CUDA (wherever the distances are).
+
+No row is sorted. Average precision, CMC and INP only need the rank of every *positive* gallery item (same
+identity, different camera), and the rank of a positive is one plus the number of kept gallery items that
+come before it. Per chunk:
+
+1. the positives of each query are read from the gallery grouped by identity (``C x P`` entries);
+2. every gallery item that can precede some positive (distance <= the query's last positive) is a
+   candidate; items of the query's own identity are never counted (they are positives or removed);
+3. each candidate is located among the sorted positives of its row by one ``searchsorted`` over packed
+   ``(row, distance, gallery index)`` integer keys, and a per-row histogram of those locations gives, for
+   each positive, the number of negatives ranked before it.
+
+Order and ties. The gallery is ranked by ascending distance, and items at exactly the same float32 distance
+by ascending gallery index: the order of a *stable* sort of each distance row. FastReID argsorts with
+NumPy's default (unstable) sort, so with exact ties its metrics can differ from ours in the last digits;
+without ties they are equal. Distances are compared in float32, as FastReID's Cython ranker does.
+
+Protocols. Market-1501 (default): gallery items with the query's identity *and* camera are removed; queries
+with no remaining positive are skipped (they do not count towards any metric). CUHK03 single-gallery-shot
+(``cuhk03=True``): mAP and mINP as above, CMC averaged over ``cuhk03_repeats`` draws of one random kept image
+per gallery identity; FastReID does the same with ``np.random`` (10 draws), we draw from a seeded
+``torch.Generator``, so the two CMC estimates agree in expectation, not digit for digit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "DistanceFn",
+    "RankingResult",
+    "default_chunk_size",
+    "evaluate_rank_chunked",
+    "evaluate_rank_from_distances",
+    "feature_distance",
+    "normalize_",
+]
+
+ArrayLike = Union[np.ndarray, torch.Tensor]
+DistanceFn = Callable[[int, int], torch.Tensor]
+"""``fn(start, end) -> Tensor[end - start, G]``: distances of queries ``start:end`` to the whole gallery."""
+
+# Distance-matrix elements per chunk when no chunk size is given. On the CPU the per-chunk tensors then stay
+# below glibc's mmap threshold (32 MiB), so they are recycled instead of page-faulted in for every chunk.
+_CPU_CHUNK_ELEMENTS = 1 << 22
+_CUDA_CHUNK_ELEMENTS = 1 << 27
+_INT64_MAX = torch.iinfo(torch.int64).max
+
+
+@dataclasses.dataclass
+class RankingResult:
+    """Retrieval metrics of one evaluation, as fractions (FastReID's ``evaluate_rank`` units).
+
+    Attributes:
+        cmc: ``[min(max_rank, G)]`` float64; ``cmc[r - 1]`` is the Rank-r accuracy over valid queries.
+        all_ap: ``[num_valid]`` float64 average precision of each valid query, in query order.
+        all_inp: ``[num_valid]`` float64 inverse negative penalty of each valid query, in query order.
+        valid: ``[Q]`` bool; True for queries with at least one positive left after the camera filter.
+    """
+
+    cmc: np.ndarray
+    all_ap: np.ndarray
+    all_inp: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def mAP(self) -> float:  # noqa: N802 (the field name of the metric)
+        return float(self.all_ap.mean())
+
+    @property
+    def mINP(self) -> float:  # noqa: N802
+        return float(self.all_inp.mean())
+
+    @property
+    def num_valid(self) -> int:
+        return int(self.valid.sum())
+
+
+def default_chunk_size(num_gallery: int, device: Union[str, torch.device]) -> int:
+    """Queries per chunk when none is configured: about 4M distances on the CPU, 128M on CUDA.
+
+    Args:
+        num_gallery: G, the number of gallery items.
+        device: where the distances are computed.
+
+    Returns:
+        Number of query rows per chunk (at least 1).
+    """
+    budget = _CUDA_CHUNK_ELEMENTS if torch.device(device).type == "cuda" else _CPU_CHUNK_ELEMENTS
+    return max(1, budget // max(1, num_gallery))
+
+
+def feature_distance(
+    query: torch.Tensor, gallery: torch.Tensor, metric: str = "cosine", normalized: bool = False
+) -> DistanceFn:
+    """Query-chunk distances computed exactly as FastReID's ``build_dist`` computes the full matrix.
+
+    Args:
+        query: ``[Q, D]`` float32 query features.
+        gallery: ``[G, D]`` float32 gallery features, on the same device.
+        metric: ``"cosine"`` (``1 - cos``, features L2-normalised) or ``"euclidean"`` (squared distance).
+        normalized: for ``"cosine"``, the features are already ``F.normalize``-d (e.g. by
+            :func:`normalize_`), which saves a normalised copy of the gallery.
+
+    Returns:
+        A :data:`DistanceFn` returning ``[end - start, G]`` float32 distances on the features' device.
+    """
+    if metric == "cosine":
+        gallery_t = (gallery if normalized else F.normalize(gallery, p=2, dim=1)).t()
+
+        def cosine(start: int, end: int) -> torch.Tensor:
+            chunk = query[start:end] if normalized else F.normalize(query[start:end], p=2, dim=1)
+            return torch.mm(chunk, gallery_t).neg_().add_(1.0)  # in place: 1 - cos, without a second buffer
+
+        return cosine
+    if metric == "euclidean":
+        gallery_t = gallery.t()
+        gallery_sq = gallery.pow(2).sum(dim=1)
+
+        def euclidean(start: int, end: int) -> torch.Tensor:
+            chunk = query[start:end]
+            dist = chunk.pow(2).sum(dim=1, keepdim=True) + gallery_sq
+            return dist.addmm_(chunk, gallery_t, beta=1, alpha=-2)
+
+        return euclidean
+    raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+
+
+def normalize_(features: torch.Tensor) -> torch.Tensor:
+    """L2-normalises rows in place, bit for bit like ``F.normalize(features, p=2, dim=1)``.
+
+    Args:
+        features: ``[N, D]`` float32 features, overwritten.
+
+    Returns:
+        ``features``.
+    """
+    return features.div_(features.norm(p=2, dim=1, keepdim=True).clamp_min_(1e-12))
+
+
+def evaluate_rank_chunked(
+    query_feats: ArrayLike,
+    gallery_feats: ArrayLike,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    metric: str = "cosine",
+    max_rank: int = 50,
+    chunk_size: Optional[int] = None,
+    cuhk03: bool = False,
+    cuhk03_repeats: int = 10,
+    seed: int = 0,
+) -> RankingResult:
+    """Ranks features chunk by chunk on their device; FastReID's ``build_dist`` + ``evaluate_rank``.
+
+    Args:
+        query_feats: ``[Q, D]`` query features (tensor on any device, or array for the CPU).
+        gallery_feats: ``[G, D]`` gallery features, on the same device.
+        q_pids: ``[Q]`` query identities.
+        g_pids: ``[G]`` gallery identities.
+        q_camids: ``[Q]`` query cameras.
+        g_camids: ``[G]`` gallery cameras.
+        metric: ``"cosine"`` or ``"euclidean"``, see :func:`feature_distance`.
+        max_rank: longest CMC rank reported (capped at G).
+        chunk_size: queries per chunk; ``None`` for :func:`default_chunk_size`.
+        cuhk03: use the CUHK03 single-gallery-shot CMC.
+        cuhk03_repeats: random gallery draws averaged by the CUHK03 CMC.
+        seed: seed of those draws.
+
+    Returns:
+        The :class:`RankingResult`.
+    """
+    query = torch.as_tensor(query_feats).float()
+    gallery = torch.as_tensor(gallery_feats).float().to(query.device)
+    return evaluate_rank_from_distances(
+        feature_distance(query, gallery, metric), q_pids, g_pids, q_camids, g_camids,
+        max_rank=max_rank, chunk_size=chunk_size, cuhk03=cuhk03, cuhk03_repeats=cuhk03_repeats, seed=seed,
+        device=query.device,
+    )
+
+
+def evaluate_rank_from_distances(
+    distance_fn: DistanceFn,
+    q_pids: ArrayLike,
+    g_pids: ArrayLike,
+    q_camids: ArrayLike,
+    g_camids: ArrayLike,
+    max_rank: int = 50,
+    chunk_size: Optional[int] = None,
+    cuhk03: bool = False,
+    cuhk03_repeats: int = 10,
+    seed: int = 0,
+    device: Union[str, torch.device, None] = None,
+) -> RankingResult:
+    """Ranks the gallery for every query, asking ``distance_fn`` for one query chunk at a time.
+
+    Args:
+        distance_fn: gives ``[end - start, G]`` distances (e.g. :func:`feature_distance`, or re-ranked ones).
+        q_pids: ``[Q]`` query identities.
+        g_pids: ``[G]`` gallery identities.
+        q_camids: ``[Q]`` query cameras.
+        g_camids: ``[G]`` gallery cameras.
+        max_rank: longest CMC rank reported (capped at G).
+        chunk_size: queries per chunk; ``None`` for :func:`default_chunk_size`. Working memory is about
+            5 bytes per distance of a chunk (``chunk_size * G``, besides what ``distance_fn`` needs) plus
+            about 50 bytes per candidate, a negative ranked before the query's last positive (few with a
+            useful model; all of the chunk in the worst case).
+        cuhk03: use the CUHK03 single-gallery-shot CMC.
+        cuhk03_repeats: random gallery draws averaged by the CUHK03 CMC.
+        seed: seed of those draws.
+        device: where ranking runs; ``None`` for the device of ``q_pids`` (the CPU for arrays).
+
+    Returns:
+        The :class:`RankingResult`.
+
+    Raises:
+        ValueError: if no query has a positive in the gallery.
+    """
+    if device is None:
+        device = q_pids.device if isinstance(q_pids, torch.Tensor) else torch.device("cpu")
+    q_pids, g_pids, q_camids, g_camids = (
+        torch.as_tensor(ids).to(device=device, dtype=torch.int64) for ids in (q_pids, g_pids, q_camids, g_camids)
+    )
+    gallery = _Gallery(g_pids, g_camids)
+    num_query = q_pids.numel()
+    max_rank = min(max_rank, gallery.size)
+    chunk = min(chunk_size or default_chunk_size(gallery.size, device), gallery.max_rows)
+    generator = torch.Generator(device=device).manual_seed(seed) if cuhk03 else None
+
+    # Outputs are allocated once: small tensors kept alive between chunks would fragment the CPU heap, and
+    # the next chunk's large temporaries could then not reuse the memory freed by the previous chunk.
+    cmc_counts = torch.zeros(max_rank, dtype=torch.float64, device=device)
+    all_ap = torch.empty(num_query, dtype=torch.float64, device=device)
+    all_inp = torch.empty(num_query, dtype=torch.float64, device=device)
+    valid = torch.empty(num_query, dtype=torch.bool, device=device)
+    for start in range(0, num_query, chunk):
+        end = min(start + chunk, num_query)
+        dist = distance_fn(start, end).to(device=device, dtype=torch.float32)
+        pos = gallery.positives(q_pids[start:end], q_camids[start:end])
+        pos_dist = dist.gather(1, pos.index)
+        ranks = _positive_ranks(dist, pos, pos_dist, gallery)
+        has_pos = pos.count > 0
+        all_ap[start:end], all_inp[start:end] = _ap_inp(ranks, pos.count)
+        valid[start:end] = has_pos
+        if cuhk03:
+            cmc_counts += _single_shot_cmc(
+                dist, pos, pos_dist, q_pids[start:end], gallery, max_rank, cuhk03_repeats, generator
+            )
+        elif bool(has_pos.any()):
+            cmc_counts += _first_hit_cmc(ranks[has_pos, 0], max_rank)
+
+    num_valid = int(valid.sum())
+    if num_valid == 0:
+        raise ValueError("no query identity has a positive in the gallery")
+    return RankingResult(
+        cmc=(cmc_counts / num_valid).cpu().numpy(),
+        all_ap=all_ap[valid].cpu().numpy(),
+        all_inp=all_inp[valid].cpu().numpy(),
+        valid=valid.cpu().numpy(),
+    )
+
+
+@dataclasses.dataclass
+class _Positives:
+    """The gallery items of each query's identity, padded to ``P`` (the largest such group in the chunk).
+
+    Attributes:
+        index: ``[C, P]`` int64 gallery indices (padding repeats a valid index).
+        kept: ``[C, P]`` bool; same identity, other camera: the positives.
+        removed: ``[C, P]`` bool; same identity, same camera: excluded from the ranking.
+        count: ``[C]`` int64 number of positives.
+    """
+
+    index: torch.Tensor
+    kept: torch.Tensor
+    removed: torch.Tensor
+    count: torch.Tensor
+
+
+class _Gallery:
+    """Gallery identities and cameras, grouped by identity for fast positive look-up.
+
+    Args:
+        pids: ``[G]`` int64 identities.
+        camids: ``[G]`` int64 cameras.
+    """
+
+    def __init__(self, pids: torch.Tensor, camids: torch.Tensor):
+        if pids.numel() == 0:
+            raise ValueError("the gallery is empty")
+        self.pids = pids
+        self.camids = camids
+        self.size = pids.numel()
+        self.order = torch.argsort(pids, stable=True)
+        self.group_pids, self.group_sizes = torch.unique_consecutive(pids[self.order], return_counts=True)
+        self.group_starts = torch.cumsum(self.group_sizes, 0) - self.group_sizes
+        self.identity = torch.searchsorted(self.group_pids, pids)  # [G] dense identity id
+        # Packed sort keys hold (row, float32 distance, gallery index) in 63 bits.
+        self.index_bits = max(1, (self.size - 1).bit_length())
+        self.max_rows = 1 << (31 - self.index_bits)
+
+    def positives(self, q_pids: torch.Tensor, q_camids: torch.Tensor) -> _Positives:
+        """Positives and removed items of each query.
+
+        Args:
+            q_pids: ``[C]`` query identities.
+            q_camids: ``[C]`` query cameras.
+
+        Returns:
+            The queries' :class:`_Positives`.
+        """
+        group = torch.searchsorted(self.group_pids, q_pids).clamp_(max=self.group_pids.numel() - 1)
+        sizes = torch.where(self.group_pids[group] == q_pids, self.group_sizes[group], 0)
+        width = int(sizes.max()) if sizes.numel() else 0
+        offsets = torch.arange(width, device=q_pids.device)
+        in_group = offsets < sizes[:, None]
+        slots = (self.group_starts[group][:, None] + offsets).clamp_(max=self.size - 1)
+        index = self.order[slots]
+        same_cam = self.camids[index] == q_camids[:, None]
+        kept = in_group & ~same_cam
+        return _Positives(index=index, kept=kept, removed=in_group & same_cam, count=kept.sum(1))
+
+    def sort_keys(self, dist: torch.Tensor, row: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Integer keys ordered like ``(row, distance, gallery index)``; unique per (row, item).
+
+        Args:
+            dist: float32 distances (any shape).
+            row: int64 chunk rows, broadcastable to ``dist``.
+            index: int64 gallery indices, broadcastable to ``dist``.
+
+        Returns:
+            int64 keys of the broadcast shape.
+        """
+        bits = (dist + 0.0).contiguous().view(torch.int32)  # + 0.0 turns -0.0 into 0.0
+        ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # float order == signed int order
+        unsigned = ordered.to(torch.int64).add_(1 << 31)
+        return unsigned.bitwise_left_shift_(self.index_bits).bitwise_or_(index).bitwise_or_(
+            row << (32 + self.index_bits)
+        )
+
+
+def _positive_ranks(dist: torch.Tensor, pos: _Positives, pos_dist: torch.Tensor, gallery: _Gallery) -> torch.Tensor:
+    """1-based rank of each positive among the kept gallery, positives sorted by rank.
+
+    Args:
+        dist: ``[C, G]`` float32 distances of the chunk (not modified).
+        pos: the chunk's :class:`_Positives` (``P`` columns).
+        pos_dist: ``[C, P]`` float32 distances of ``pos.index``.
+        gallery: the :class:`_Gallery` (``C`` must not exceed its ``max_rows``).
+
+    Returns:
+        ``[C, P]`` int64; entry ``k`` of a row is the rank of its ``(k+1)``-th positive (valid for
+        ``k < pos.count``).
+    """
+    num_rows, width = pos.index.shape
+    if width == 0:
+        return pos.index
+    rows = torch.arange(num_rows, device=dist.device)
+    pos_keys = gallery.sort_keys(pos_dist, rows[:, None], pos.index).masked_fill_(~pos.kept, _INT64_MAX)
+    pos_keys = pos_keys.sort(dim=1).values
+    slot = torch.arange(width, device=dist.device)
+    flat_keys = pos_keys[slot < pos.count[:, None]]  # row-major, hence globally sorted
+    # Histogram bin of a candidate: its row's first bin plus the number of its row's positives before it.
+    bin_shift = rows * (width + 1) - (torch.cumsum(pos.count, 0) - pos.count)
+
+    # Candidates: negatives that may precede a positive. Items of the query's identity never count.
+    last = pos_dist.masked_fill(~pos.kept, float("-inf")).amax(dim=1)
+    candidate = dist <= last[:, None]
+    group_row, group_slot = torch.nonzero(pos.kept | pos.removed, as_tuple=True)
+    candidate[group_row, pos.index[group_row, group_slot]] = False
+    cand_row, cand_index = torch.nonzero(candidate, as_tuple=True)
+    cand_keys = gallery.sort_keys(dist[cand_row, cand_index], cand_row, cand_index)
+    bins = torch.searchsorted(flat_keys, cand_keys).add_(bin_shift[cand_row])
+
+    hist = torch.bincount(bins, minlength=num_rows * (width + 1))
+    negatives_before = hist.view(num_rows, width + 1)[:, :width].cumsum(dim=1)
+    return negatives_before + slot + 1
+
+
+def _ap_inp(ranks: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average precision and inverse negative penalty from the sorted ranks of the positives.
+
+    Args:
+        ranks: ``[C, P]`` int64 ranks from :func:`_positive_ranks`.
+        count: ``[C]`` int64 number of positives per row.
+
+    Returns:
+        ``([C], [C])`` float64 AP and INP (NaN where ``count == 0``).
+    """
+    slot = torch.arange(ranks.shape[1], device=ranks.device)
+    precision = (slot + 1).double() / ranks.double()
+    precision = precision.masked_fill_(slot >= count[:, None], 0.0)
+    n = count.double()
+    ap = precision.sum(dim=1) / n
+    if ranks.shape[1] == 0:
+        return ap, ap.clone()
+    last_rank = ranks.gather(1, (count - 1).clamp(min=0)[:, None])[:, 0]
+    return ap, n / last_rank.double()
+
+
+def _first_hit_cmc(first_rank: torch.Tensor, max_rank: int) -> torch.Tensor:
+    """Per-rank hit counts: how many queries have their first positive at rank <= r.
+
+    Args:
+        first_rank: ``[V]`` int64 rank of the first positive of each valid query.
+        max_rank: CMC length.
+
+    Returns:
+        ``[max_rank]`` float64 counts.
+    """
+    hits = torch.bincount((first_rank - 1).clamp(max=max_rank), minlength=max_rank + 1)[:max_rank]
+    return hits.cumsum(0).double()
+
+
+def _single_shot_cmc(
+    dist: torch.Tensor,
+    pos: _Positives,
+    pos_dist: torch.Tensor,
+    q_pids: torch.Tensor,
+    gallery: _Gallery,
+    max_rank: int,
+    repeats: int,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """CUHK03 single-gallery-shot CMC counts: one random kept image per gallery identity, averaged.
+
+    Args:
+        dist: ``[C, G]`` float32 distances of the chunk.
+        pos: the chunk's :class:`_Positives`.
+        pos_dist: ``[C, P]`` float32 distances of ``pos.index``.
+        q_pids: ``[C]`` query identities.
+        gallery: the :class:`_Gallery`.
+        max_rank: CMC length.
+        repeats: number of random draws averaged.
+        generator: source of the draws.
+
+    Returns:
+        ``[max_rank]`` float64 hit counts summed over valid queries (each query adds at most 1 per rank).
+    """
+    num_rows, size = dist.shape
+    counts = torch.zeros(max_rank, dtype=torch.float64, device=dist.device)
+    has_pos = pos.count > 0
+    if not bool(has_pos.any()):
+        return counts
+    rows = torch.arange(num_rows, device=dist.device)
+    index = torch.arange(size, device=dist.device)
+    identity = gallery.identity.expand(num_rows, size)
+    negative = gallery.pids != q_pids[:, None]
+    removed_row, removed_slot = torch.nonzero(pos.removed, as_tuple=True)
+    for _ in range(repeats):
+        # A unique random key per (query, image); each identity's draw is its image with the largest key.
+        draw = torch.randint(0, 1 << 31, (num_rows, size), generator=generator, device=dist.device)
+        draw = (draw << gallery.index_bits) | index
+        draw[removed_row, pos.index[removed_row, removed_slot]] = -1
+        best = torch.full((num_rows, gallery.group_pids.numel()), -1, dtype=torch.int64, device=dist.device)
+        best.scatter_reduce_(1, identity, draw, reduce="amax")
+        drawn = draw == best.gather(1, identity)
+        own_slot = (drawn.gather(1, pos.index) & pos.kept).to(torch.int8).argmax(dim=1)
+        own = pos.index[rows, own_slot]
+        own_dist = pos_dist[rows, own_slot][:, None]
+        before = (dist < own_dist) | ((dist == own_dist) & (index < own[:, None]))
+        rank = (before & drawn & negative).sum(dim=1)[has_pos]
+        counts += _first_hit_cmc(rank + 1, max_rank)
+    return counts / repeats

@@ -1,0 +1,165 @@
+"""ChunkedReidEvaluator end to end (inference_on_dataset, flip test, AQE, re-ranking) and across 2 gloo processes."""
+
+import json
+import socket
+
+import fastreid_clip  # noqa: F401  (before fastreid)
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from fastreid.config import get_cfg
+from fastreid.evaluation import ReidEvaluator, inference_on_dataset
+from fastreid.utils import compute_dist
+
+from fastreid_clip.evaluation import ChunkedReidEvaluator, add_eval_config, gather_to_main, inference_shard_sizes
+
+pytestmark = pytest.mark.filterwarnings("ignore:This overload of addmm_ is deprecated")
+
+NUM_QUERY = 40
+
+
+def tiny_test_set(num=151, num_ids=12, seed=0):
+    """Images ``[N, 3, 4, 6]`` around one template per identity, identities and cameras."""
+    generator = torch.Generator().manual_seed(seed)
+    pids = torch.randint(0, num_ids, (num,), generator=generator)
+    camids = torch.randint(0, 3, (num,), generator=generator)
+    templates = torch.randn(num_ids, 3, 4, 6, generator=generator)
+    return templates[pids] + 0.9 * torch.randn(num, 3, 4, 6, generator=generator), pids, camids
+
+
+class TinyModel(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * 4 * 6, 16)
+        with torch.no_grad():
+            self.proj.weight.copy_(torch.randn(16, 72, generator=torch.Generator().manual_seed(1)))
+            self.proj.bias.zero_()
+
+    def forward(self, batched_inputs):
+        return self.proj(batched_inputs["images"].flatten(1))
+
+
+class InMemoryLoader:
+    """Batches of dicts, fresh each pass (``inference_on_dataset`` overwrites ``images`` when flipping)."""
+
+    def __init__(self, images, pids, camids, batch_size=16):
+        self.dataset = range(len(images))
+        self._data = (images, pids, camids)
+        self._batch_size = batch_size
+
+    def __len__(self):
+        return -(-len(self.dataset) // self._batch_size)
+
+    def __iter__(self):
+        images, pids, camids = self._data
+        for start in range(0, len(images), self._batch_size):
+            batch = slice(start, start + self._batch_size)
+            yield {"images": images[batch].clone(), "targets": pids[batch], "camids": camids[batch]}
+
+
+def fastreid_jaccard_on_cpu(monkeypatch):
+    """FastReID's re-ranking searches neighbours on CUDA (search_option=0); use its CPU faiss option instead."""
+    original = compute_dist.compute_jaccard_distance
+
+    def on_cpu(features, k1=20, k2=6, search_option=0, fp16=False):
+        return original(features, k1=k1, k2=k2, search_option=3, fp16=fp16)
+
+    monkeypatch.setattr(compute_dist, "compute_jaccard_distance", on_cpu)
+
+
+@pytest.mark.parametrize(
+    "metric, flip, aqe, rerank",
+    [
+        ("cosine", False, False, False),
+        ("euclidean", True, False, False),
+        ("cosine", True, True, False),
+        ("cosine", False, False, True),
+        ("euclidean", False, True, True),
+    ],
+)
+def test_matches_fastreid_reid_evaluator(monkeypatch, metric, flip, aqe, rerank):
+    fastreid_jaccard_on_cpu(monkeypatch)
+    cfg = get_cfg()  # a plain FastReID config: our keys take their defaults
+    cfg.TEST.METRIC = metric
+    cfg.TEST.AQE.ENABLED = aqe
+    cfg.TEST.RERANK.ENABLED = rerank
+    model, data = TinyModel(), tiny_test_set()
+
+    expected = inference_on_dataset(model, InMemoryLoader(*data), ReidEvaluator(cfg, NUM_QUERY), flip_test=flip)
+    ours = inference_on_dataset(model, InMemoryLoader(*data), ChunkedReidEvaluator(cfg, NUM_QUERY), flip_test=flip)
+    assert list(ours) == list(expected) == ["Rank-1", "Rank-5", "Rank-10", "mAP", "mINP", "metric"]
+    for key, value in expected.items():
+        assert ours[key] == pytest.approx(float(value), abs=1e-4), key
+
+
+def test_features_stay_on_their_device_until_evaluation():
+    evaluator = ChunkedReidEvaluator(get_cfg(), NUM_QUERY)
+    images, pids, camids = tiny_test_set()
+    features = TinyModel()({"images": images})
+    evaluator.process({"targets": pids, "camids": camids}, features)
+    assert evaluator._feats[0].data_ptr() == features.data_ptr()  # kept, not copied
+
+
+def test_add_eval_config_defaults():
+    cfg = get_cfg()
+    add_eval_config(cfg)
+    assert cfg.TEST.CHUNK_SIZE == 0 and cfg.TEST.CUHK03_METRIC is False and cfg.TEST.RERANK.BACKEND == "auto"
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def evaluate_shards(shards, with_index):
+    """Feeds each of this rank's shard items to a fresh evaluator in batches of 16 and evaluates."""
+    images, pids, camids = tiny_test_set()
+    features = TinyModel()({"images": images}).detach()
+    evaluator = ChunkedReidEvaluator(get_cfg(), NUM_QUERY)
+    for start in range(0, len(shards), 16):
+        index = torch.tensor(shards[start : start + 16])
+        inputs = {"targets": pids[index], "camids": camids[index]}
+        if with_index:
+            inputs["index"] = index
+        evaluator.process(inputs, features[index])
+    return evaluator.evaluate()
+
+
+def gloo_worker(rank, world_size, port, out_dir):
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        num = len(tiny_test_set()[0])
+        sizes = inference_shard_sizes(num, world_size)
+        contiguous = list(range(sum(sizes[:rank]), sum(sizes[: rank + 1])))
+        padded = list(range(num)) + list(range(-num % world_size))  # DistributedSampler: pad, then interleave
+        interleaved = padded[rank::world_size]
+        report = {
+            "contiguous": evaluate_shards(contiguous, with_index=False),
+            "interleaved": evaluate_shards(interleaved, with_index=True),
+        }
+        values = torch.arange(num, dtype=torch.float64)[:, None] * torch.ones(1, 3, dtype=torch.float64)
+        gathered = gather_to_main([values[interleaved]], torch.tensor(interleaved))
+        report["gathered_in_order"] = gathered is None or torch.equal(gathered[0], values)
+        uneven = list(range(3)) if rank == 0 else list(range(3, num))
+        try:
+            gather_to_main([values[uneven]])
+            report["uneven_raised"] = False
+        except RuntimeError:
+            report["uneven_raised"] = True
+        with open(f"{out_dir}/rank{rank}.json", "w") as out:
+            json.dump(report, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_gloo_processes_gather_in_dataset_order(tmp_path):
+    mp.spawn(gloo_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    main, other = (json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in (0, 1))
+    single = evaluate_shards(list(range(len(tiny_test_set()[0]))), with_index=False)
+    assert main["contiguous"] == pytest.approx(single, abs=1e-9)
+    assert main["interleaved"] == pytest.approx(single, abs=1e-9)
+    assert other["contiguous"] == other["interleaved"] == {}
+    assert main["gathered_in_order"] and other["gathered_in_order"]
+    assert main["uneven_raised"] and other["uneven_raised"]

@@ -1,0 +1,188 @@
+"""Chunked ranking (fastreid_clip.evaluation.ranking) against FastReID's evaluate_rank and a stable-sort reference."""
+
+import itertools
+
+import fastreid_clip  # noqa: F401  (before fastreid)
+import numpy as np
+import pytest
+import torch
+from fastreid.evaluation.rank import evaluate_rank
+from fastreid.utils.compute_dist import build_dist
+
+from fastreid_clip.evaluation import evaluate_rank_chunked, evaluate_rank_from_distances, feature_distance, normalize_
+
+pytestmark = pytest.mark.filterwarnings("ignore:This overload of addmm_ is deprecated")
+
+
+def random_test_set(seed, num_query=83, num_gallery=517, num_ids=40, dim=16, num_cams=4):
+    """Identity-clustered features; some queries have no valid positive (absent identity, or same camera only)."""
+    rng = np.random.default_rng(seed)
+    q_pids = rng.integers(0, num_ids + 6, num_query)  # identities >= num_ids are not in the gallery
+    g_pids = rng.integers(0, num_ids, num_gallery)
+    q_camids = rng.integers(0, num_cams, num_query)
+    g_camids = rng.integers(0, num_cams, num_gallery)
+    q_pids[0], q_camids[0] = 999, 0  # its only gallery image shares its camera: removed
+    g_pids[-1], g_camids[-1] = 999, 0
+    centres = rng.normal(size=(1000, dim))
+    q_feats = centres[q_pids] + 1.5 * rng.normal(size=(num_query, dim))
+    g_feats = centres[g_pids] + 1.5 * rng.normal(size=(num_gallery, dim))
+    as_tensor = lambda a: torch.tensor(a, dtype=torch.float32)  # noqa: E731
+    return as_tensor(q_feats), as_tensor(g_feats), q_pids, g_pids, q_camids, g_camids
+
+
+def rows_of(distmat):
+    return lambda start, end: torch.from_numpy(np.ascontiguousarray(distmat[start:end]))
+
+
+def assert_matches_fastreid(ours, distmat, q_pids, g_pids, q_camids, g_camids, use_cython=True):
+    cmc, all_ap, all_inp = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, use_cython=use_cython)
+    np.testing.assert_allclose(ours.cmc, cmc, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours.all_ap, all_ap, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(ours.all_inp, all_inp, rtol=0, atol=1e-6)
+    assert abs(ours.mAP - np.mean(all_ap)) < 1e-6 and abs(ours.mINP - np.mean(all_inp)) < 1e-6
+
+
+def stable_sort_reference(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+    """Market-1501 metrics with ties in gallery order (a stable sort of each float32 row)."""
+    hits, aps, inps = np.zeros(max_rank), [], []
+    for i in range(distmat.shape[0]):
+        order = np.argsort(distmat[i].astype(np.float32), kind="stable")
+        keep = ~((g_pids[order] == q_pids[i]) & (g_camids[order] == q_camids[i]))
+        match_ranks = np.flatnonzero((g_pids[order] == q_pids[i])[keep]) + 1
+        if match_ranks.size == 0:
+            continue
+        aps.append(np.mean(np.arange(1, match_ranks.size + 1) / match_ranks))
+        inps.append(match_ranks.size / match_ranks[-1])
+        hits[match_ranks[0] - 1 :] += 1
+    return hits / len(aps), np.array(aps), np.array(inps)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("chunk_size", [1, 7, 64, None])
+def test_distance_rows_match_fastreid(seed, chunk_size):
+    q_feats, g_feats, *ids = random_test_set(seed)
+    distmat = build_dist(q_feats, g_feats, "cosine")
+    ours = evaluate_rank_from_distances(rows_of(distmat), *ids, chunk_size=chunk_size)
+    assert ours.num_valid < len(ids[0])  # some queries are skipped, as FastReID skips them
+    assert_matches_fastreid(ours, distmat, *ids)
+
+
+def test_distance_rows_match_fastreid_python_ranker():
+    q_feats, g_feats, *ids = random_test_set(3)
+    distmat = build_dist(q_feats, g_feats, "euclidean")
+    ours = evaluate_rank_from_distances(rows_of(distmat), *ids, chunk_size=10)
+    assert_matches_fastreid(ours, distmat, *ids, use_cython=False)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+@pytest.mark.parametrize("chunk_size", [13, None])
+def test_features_match_fastreid(seed, metric, chunk_size):
+    q_feats, g_feats, *ids = random_test_set(seed)
+    ours = evaluate_rank_chunked(q_feats, g_feats, *ids, metric=metric, chunk_size=chunk_size)
+    assert_matches_fastreid(ours, build_dist(q_feats, g_feats, metric), *ids)
+
+
+def test_feature_distance_equals_fastreid_bitwise():
+    q_feats, g_feats, *_ = random_test_set(0)
+    expected = {metric: build_dist(q_feats, g_feats, metric)[5:40] for metric in ("cosine", "euclidean")}
+    for metric in ("cosine", "euclidean"):
+        np.testing.assert_array_equal(feature_distance(q_feats, g_feats, metric)(5, 40).numpy(), expected[metric])
+    normalized = feature_distance(normalize_(q_feats.clone()), normalize_(g_feats.clone()), "cosine", normalized=True)
+    np.testing.assert_array_equal(normalized(5, 40).numpy(), expected["cosine"])
+
+
+def test_integer_distances_with_ties_follow_gallery_order():
+    rng = np.random.default_rng(0)
+    _, _, *ids = random_test_set(4)
+    distmat = rng.integers(0, 6, (len(ids[0]), len(ids[1]))).astype(np.float32)
+    zeros = distmat == 0
+    distmat[zeros] = np.where(rng.integers(0, 2, zeros.sum()) == 1, -0.0, 0.0)  # -0.0 == 0.0: a tie as well
+    assert np.signbit(distmat[zeros]).any() and not np.signbit(distmat[zeros]).all()
+    ours = evaluate_rank_from_distances(rows_of(distmat), *ids, chunk_size=9)
+    cmc, all_ap, all_inp = stable_sort_reference(distmat, *ids)
+    np.testing.assert_allclose(ours.cmc, cmc, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.all_ap, all_ap, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.all_inp, all_inp, rtol=0, atol=1e-12)
+
+
+def test_duplicate_features_follow_gallery_order():
+    q_feats, g_feats, *ids = random_test_set(5)
+    g_feats = g_feats[torch.arange(len(g_feats)) % 37]  # every gallery feature repeated about 14 times
+    distmat = feature_distance(q_feats, g_feats, "cosine")(0, len(q_feats)).numpy()
+    assert all(len(np.unique(row)) <= 37 for row in distmat)
+    ours = evaluate_rank_chunked(q_feats, g_feats, *ids, chunk_size=11)
+    cmc, all_ap, all_inp = stable_sort_reference(distmat, *ids)
+    np.testing.assert_allclose(ours.cmc, cmc, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.all_ap, all_ap, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(ours.all_inp, all_inp, rtol=0, atol=1e-12)
+
+
+def test_max_rank_is_capped_at_gallery_size():
+    q_feats, g_feats, q_pids, g_pids, q_camids, g_camids = random_test_set(0, num_gallery=30)
+    ours = evaluate_rank_chunked(q_feats, g_feats, q_pids, g_pids, q_camids, g_camids, max_rank=50)
+    assert ours.cmc.shape == (30,) and ours.cmc[-1] == 1.0
+
+
+def test_no_valid_query_raises():
+    feats = torch.randn(4, 8)
+    with pytest.raises(ValueError, match="no query"):
+        evaluate_rank_chunked(feats, feats, [0, 0, 1, 1], [2, 2, 3, 3], [0, 1, 0, 1], [0, 1, 0, 1])
+
+
+def single_shot_test_set(seed, num_query=40, num_gallery=70):
+    """One gallery image per identity, query cameras differ from it: single-gallery-shot sampling is certain."""
+    rng = np.random.default_rng(seed)
+    g_pids = rng.permutation(num_gallery)
+    g_camids = np.zeros(num_gallery, dtype=np.int64)
+    q_pids = rng.integers(0, num_gallery + 5, num_query)
+    q_camids = np.ones(num_query, dtype=np.int64)
+    distmat = rng.random((num_query, num_gallery)).astype(np.float32)
+    return distmat, q_pids, g_pids, q_camids, g_camids
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cuhk03_single_image_per_identity_matches_fastreid(seed):
+    distmat, *ids = single_shot_test_set(seed)
+    cmc, mAP = evaluate_rank(distmat, *ids, use_metric_cuhk03=True)
+    ours = evaluate_rank_from_distances(rows_of(distmat), *ids, cuhk03=True, chunk_size=6)
+    np.testing.assert_allclose(ours.cmc, cmc, rtol=0, atol=1e-6)
+    assert abs(ours.mAP - mAP) < 1e-6
+
+
+def test_cuhk03_map_matches_fastreid():
+    q_feats, g_feats, *ids = random_test_set(6)
+    distmat = build_dist(q_feats, g_feats, "cosine")
+    _, mAP = evaluate_rank(distmat, *ids, use_metric_cuhk03=True)
+    ours = evaluate_rank_from_distances(rows_of(distmat), *ids, cuhk03=True, chunk_size=16)
+    assert abs(ours.mAP - mAP) < 1e-6
+
+
+def expected_single_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids):
+    """Exact expectation of the single-gallery-shot CMC, enumerating every draw of one image per identity."""
+    per_query = []
+    for i in range(distmat.shape[0]):
+        keep = ~((g_pids == q_pids[i]) & (g_camids == q_camids[i]))
+        if not (keep & (g_pids == q_pids[i])).any():
+            continue
+        groups = [np.flatnonzero(keep & (g_pids == pid)) for pid in np.unique(g_pids[keep])]
+        cmc = np.zeros(len(groups))
+        draws = list(itertools.product(*groups))
+        for draw in draws:
+            order = np.array(draw)[np.argsort(distmat[i, list(draw)], kind="stable")]
+            cmc[np.flatnonzero(g_pids[order] == q_pids[i])[0] :] += 1
+        per_query.append(cmc / len(draws))
+    return np.mean(per_query, axis=0)
+
+
+def test_cuhk03_cmc_estimates_its_expectation():
+    rng = np.random.default_rng(0)
+    g_pids = np.repeat(np.arange(5), [3, 2, 3, 1, 2])
+    g_camids = rng.integers(0, 2, g_pids.size)
+    q_pids, q_camids = np.array([0, 1, 2, 4]), np.array([0, 1, 0, 1])
+    distmat = rng.random((4, g_pids.size)).astype(np.float32)
+    ours = evaluate_rank_from_distances(rows_of(distmat), q_pids, g_pids, q_camids, g_camids, cuhk03=True,
+                                        cuhk03_repeats=4000, chunk_size=3)
+    expected = expected_single_shot_cmc(distmat, q_pids, g_pids, q_camids, g_camids)  # one rank per identity
+    np.testing.assert_allclose(ours.cmc[:5], expected, rtol=0, atol=0.04)
+    assert (ours.cmc[5:] == 1).all()
