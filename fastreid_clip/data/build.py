@@ -55,22 +55,16 @@ class ReIDImageDataset(CommDataset):
                                f"Replace or remove the file.") from err
 
 
-def _dataset_kwargs(cfg, name: str) -> Dict:
-    if name == "SyntheticReID":
-        from .synthetic import synthetic_kwargs_from_cfg
-
-        return synthetic_kwargs_from_cfg(cfg)
-    return {}
-
-
 def build_dataset(cfg, name: str, **kwargs):
-    """Instantiate a registered dataset under :func:`datasets_root` with its config-driven arguments."""
+    """Instantiate a registered dataset under :func:`datasets_root` (plus its config-driven arguments)."""
     try:
         dataset_cls = DATASET_REGISTRY.get(name)
     except KeyError:
         raise KeyError(f"dataset '{name}' is not registered in FastReID's DATASET_REGISTRY (registered: "
                        f"{', '.join(sorted(k for k, _ in DATASET_REGISTRY))})") from None
-    return dataset_cls(root=datasets_root(), **_dataset_kwargs(cfg, name), **kwargs)
+    # A dataset whose constructor arguments come from the config provides ``kwargs_from_config(cfg)``.
+    from_config = getattr(dataset_cls, "kwargs_from_config", None)
+    return dataset_cls(root=datasets_root(), **(from_config(cfg) if from_config else {}), **kwargs)
 
 
 def build_clip_train_set(cfg) -> ReIDImageDataset:

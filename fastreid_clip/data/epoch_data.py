@@ -13,7 +13,19 @@ from .samplers import pk_batches, random_batches, shard_batch
 __all__ = ["ImageEpochs", "FeatureEpochs"]
 
 
-class ImageEpochs:
+class _EpochPlan:
+    """Global batch size, seed and this process's place in the world, shared by the plans below."""
+
+    def __init__(self, batch_size: int, seed: int, rank: int, world_size: int):
+        if batch_size % world_size:
+            raise ValueError(f"batch size {batch_size} does not split over {world_size} processes")
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+
+
+class ImageEpochs(_EpochPlan):
     """Training images batched per epoch: PK batches (identity sampler) or random batches, sharded by rank.
 
     Args:
@@ -27,16 +39,11 @@ class ImageEpochs:
 
     def __init__(self, dataset: Dataset, batch_size: int, num_instances: int, num_workers: int, seed: int,
                  rank: int = 0, world_size: int = 1):
-        if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} does not split over {world_size} processes")
+        super().__init__(batch_size, seed, rank, world_size)
         self.dataset = dataset
         self.pids = [item[1] for item in dataset.img_items]
-        self.batch_size = batch_size
         self.num_instances = num_instances
         self.num_workers = num_workers
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
 
     def global_batches(self, epoch: int) -> List[List[int]]:
         if self.num_instances:
@@ -55,7 +62,7 @@ class ImageEpochs:
                           pin_memory=torch.cuda.is_available())
 
 
-class FeatureEpochs:
+class FeatureEpochs(_EpochPlan):
     """Random minibatches of cached features (CLIP-ReID stage 1): a new permutation every epoch.
 
     Args:
@@ -67,14 +74,9 @@ class FeatureEpochs:
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
                  world_size: int = 1):
-        if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} does not split over {world_size} processes")
+        super().__init__(batch_size, seed, rank, world_size)
         self.features = features
         self.labels = labels
-        self.batch_size = batch_size
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
 
     def nominal_iters(self) -> int:
         return len(self._global(0))

@@ -355,6 +355,11 @@ class SyntheticReID(ImageDataset):
 
     dataset_name = "synthetic"
 
+    @staticmethod
+    def kwargs_from_config(cfg: CfgNode) -> dict:
+        """Constructor arguments from ``cfg.DATASETS.SYNTHETIC`` (used by ``fastreid_clip.data.build_dataset``)."""
+        return synthetic_kwargs_from_cfg(cfg)
+
     def __init__(
         self,
         root: str = "datasets",

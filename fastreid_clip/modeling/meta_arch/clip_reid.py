@@ -104,13 +104,14 @@ class ClipReID(ClipBaseline):
 
     # ------------------------------------------------------------------ forward
     def forward(self, batched_inputs: Dict):
-        if not self.training:
-            return self.inference_feature(self.extract(batched_inputs))
-        targets = batched_inputs["targets"].to(self.device, non_blocking=True)
-        if self.stage == PROMPT_STAGE:
+        if self.training and self.stage == PROMPT_STAGE:
+            targets = batched_inputs["targets"].to(self.device, non_blocking=True)
             return self.prompt_losses(batched_inputs["features"].to(self.device), targets)
-        feats = self.extract(batched_inputs)
-        losses = self.losses(feats, targets)
+        return super().forward(batched_inputs)
+
+    def losses(self, feats, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Image-stage losses: the baseline's plus ``L_i2tce`` against the fixed text bank (Eq. 8-9)."""
+        losses = super().losses(feats, targets)
         if self.i2t_weight:
             if self.text_bank.numel() == 0:
                 raise RuntimeError("the image stage needs the text bank: call on_stage_start('image') first")
