@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Dict
 
 import torch
-import torch.nn as nn
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
