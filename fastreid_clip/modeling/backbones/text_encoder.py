@@ -80,7 +80,7 @@ class CLIPTextEncoder(nn.Module):
         return proj(x) if isinstance(proj, nn.Linear) else x @ proj.to(x.dtype)
 
     def encode_embeddings(self, embeddings: torch.Tensor, eot_index: torch.Tensor, return_tokens: bool = False,
-                          truncate: bool = True):
+                          truncate: bool = True, max_eot: Optional[int] = None):
         """Encode already-embedded token sequences.
 
         Args:
@@ -88,13 +88,17 @@ class CLIPTextEncoder(nn.Module):
             eot_index: ``[N]`` position of the EOT token in each sequence.
             return_tokens: also return the ``ln_final`` rows (unprojected).
             truncate: run only positions ``0..max(eot)`` (exact: the mask is causal); False runs all ``L``.
+            max_eot: ``max(eot_index)`` when the caller knows it (saves a device-to-host sync on CUDA).
 
         Returns:
             ``[N, E]`` projected EOT features; with ``return_tokens`` a tuple ``(features, [N, T, D])``
             where ``T = max(eot) + 1`` (``L`` without truncation).
         """
         eot_index = eot_index.to(embeddings.device).long()
-        length = int(eot_index.max()) + 1 if truncate else embeddings.shape[1]
+        if not truncate:
+            length = embeddings.shape[1]
+        else:
+            length = (int(eot_index.max()) if max_eot is None else max_eot) + 1
         if length > embeddings.shape[1]:
             raise ValueError(f"EOT index {length - 1} outside sequences of length {embeddings.shape[1]}")
         x = embeddings[:, :length] + self.positional_embedding[:length].to(embeddings.dtype)

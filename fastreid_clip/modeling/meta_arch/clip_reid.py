@@ -93,7 +93,8 @@ class ClipReID(ClipBaseline):
     def encode_prompts(self, labels: torch.Tensor) -> torch.Tensor:
         """``[B, E]`` text features of the identity prompts of ``labels`` (EOT-truncated context by default)."""
         embeddings, eot = self.prompt_learner(labels, full_context=not self.truncate_at_eot)
-        return self.text_encoder.encode_embeddings(embeddings, eot, truncate=self.truncate_at_eot)
+        return self.text_encoder.encode_embeddings(embeddings, eot, truncate=self.truncate_at_eot,
+                                                   max_eot=self.prompt_learner.eot_index)
 
     @torch.no_grad()
     def compute_text_bank(self, chunk: int = 64) -> torch.Tensor:
