@@ -49,7 +49,7 @@ def add_clip_config(cfg: CN) -> CN:
     _C.INPUT.REA.ATTEMPTS = 10  # tries to place a rectangle that fits
 
     # ---------------------------------------------------------------- solver
-    # SOLVER.SCHED additionally accepts "WarmupMultiStepEpochLR": CLIP-ReID's schedule, stepped once per epoch at
+    # SOLVER.SCHED must be "WarmupMultiStepEpochLR" (or "CosineEpochLR") for ClipTrainer: CLIP-ReID's schedule, stepped once per epoch at
     # its start (lr constant within an epoch, epoch 1 at WARMUP_FACTOR + (1 - WARMUP_FACTOR)/WARMUP_EPOCHS),
     # milestones SOLVER.STEPS counted in absolute epochs. With it, SOLVER.WARMUP_ITERS must be 0.
     _C.SOLVER.WARMUP_EPOCHS = 10  # CLIP-ReID ViT stage 2 [ref-code]

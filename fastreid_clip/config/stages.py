@@ -12,7 +12,7 @@ from typing import List, Tuple
 
 from fastreid.config import CfgNode as CN
 
-__all__ = ["StageSpec", "add_stage_config", "stage_specs", "solver_stage", "DATA_KINDS"]
+__all__ = ["StageSpec", "add_stage_config", "stage_specs", "solver_stage", "DATA_KINDS", "EPOCH_SCHEDULERS"]
 
 DATA_KINDS = ("images", "features")
 
@@ -101,9 +101,21 @@ def _spec_from_node(name: str, node: CN) -> StageSpec:
     return StageSpec(name=name, **kwargs)
 
 
+EPOCH_SCHEDULERS = ("WarmupMultiStepEpochLR", "CosineEpochLR")
+
+
 def solver_stage(cfg) -> StageSpec:
-    """The single stage of a one-stage model, from FastReID's ``SOLVER``/``TEST`` keys."""
+    """The single stage of a one-stage model, from FastReID's ``SOLVER``/``TEST`` keys.
+
+    Only our per-epoch schedulers are accepted (they warm up per epoch with ``SOLVER.WARMUP_EPOCHS``), so FastReID's
+    per-iteration warm-up and delay keys must be 0 instead of being silently ignored.
+    """
     s = cfg.SOLVER
+    if s.SCHED not in EPOCH_SCHEDULERS:
+        raise ValueError(f"SOLVER.SCHED '{s.SCHED}' is not supported by ClipTrainer: use one of {EPOCH_SCHEDULERS}")
+    if s.WARMUP_ITERS != 0 or s.DELAY_EPOCHS != 0:
+        raise ValueError(f"SOLVER.SCHED {s.SCHED} warms up per epoch (SOLVER.WARMUP_EPOCHS): set SOLVER.WARMUP_ITERS 0 "
+                         f"and SOLVER.DELAY_EPOCHS 0 (got {s.WARMUP_ITERS}, {s.DELAY_EPOCHS})")
     return StageSpec(name="train", epochs=s.MAX_EPOCH, data="images", ims_per_batch=s.IMS_PER_BATCH, opt=s.OPT,
                      base_lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY, weight_decay_bias=s.WEIGHT_DECAY_BIAS,
                      bias_lr_factor=s.BIAS_LR_FACTOR, sched=s.SCHED, steps=tuple(s.STEPS), gamma=s.GAMMA,

@@ -7,6 +7,7 @@ import pytest
 
 from fastreid_clip.config import get_cfg, merge_config_file
 from fastreid_clip.config.setup import ConfigKeyError
+from fastreid_clip.config.stages import stage_specs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIGS = sorted(glob.glob(os.path.join(ROOT, "configs", "**", "*.yml"), recursive=True))
@@ -21,6 +22,7 @@ def test_config_loads(path):
     cfg = merge_config_file(get_cfg(), path)
     assert cfg.MODEL.META_ARCHITECTURE in ("ClipBaseline", "ClipReID")
     assert tuple(cfg.INPUT.SIZE_TRAIN) == tuple(cfg.INPUT.SIZE_TEST)
+    assert all(stage.epochs > 0 for stage in stage_specs(cfg))  # stages (or SOLVER.*) are valid for ClipTrainer
     if os.path.basename(path).startswith(("Base-", "clip_")):
         return
     assert len(cfg.DATASETS.NAMES) == 1

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from fastreid_clip.config import get_cfg
-from fastreid_clip.solver import (WarmupMultiStepEpochLR, build_clip_lr_scheduler, clip_param_groups,
-                                  warmup_multistep_factor)
+from fastreid_clip.config.stages import solver_stage
+from fastreid_clip.solver import WarmupMultiStepEpochLR, clip_param_groups, warmup_multistep_factor
 
 
 def test_vit_stage2_multipliers_match_reference_values():
@@ -53,6 +53,9 @@ def test_epoch_scheduler_rejects_iteration_warmup():
     cfg = get_cfg()
     cfg.SOLVER.SCHED = "WarmupMultiStepEpochLR"
     cfg.SOLVER.WARMUP_ITERS = 1000
-    opt = torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     with pytest.raises(ValueError, match="WARMUP_ITERS 0"):
-        build_clip_lr_scheduler(cfg, opt, 10)
+        solver_stage(cfg)
+    cfg.SOLVER.WARMUP_ITERS = 0
+    cfg.SOLVER.SCHED = "MultiStepLR"  # FastReID's per-iteration-warm-up scheduler
+    with pytest.raises(ValueError, match="MultiStepLR"):
+        solver_stage(cfg)
