@@ -21,18 +21,20 @@ from fastreid_clip.engine import ClipTrainer  # noqa: E402
 
 
 def setup(args):
+    """The frozen config, and for --eval-only the MODEL.WEIGHTS state dict (read once)."""
     cfg = get_cfg()
     merge_config_file(cfg, args.config_file, args.opts)
+    checkpoint = None
     if args.eval_only:
-        fill_shapes_from_checkpoint(cfg)
+        checkpoint = read_training_checkpoint(cfg.MODEL.WEIGHTS)
+        fill_shapes_from_checkpoint(cfg, checkpoint)
     cfg.freeze()
     default_setup(cfg, args)  # ClipTrainer seeds with SEED + rank when SEED >= 0
-    return cfg
+    return cfg, checkpoint
 
 
-def fill_shapes_from_checkpoint(cfg):
+def fill_shapes_from_checkpoint(cfg, state):
     """For --eval-only: class and camera counts come from the checkpoint, and no CLIP weight file is needed."""
-    state = read_training_checkpoint(cfg.MODEL.WEIGHTS)
     cfg.MODEL.BACKBONE.PRETRAIN = False  # every backbone weight comes from MODEL.WEIGHTS (loaded strictly)
     if cfg.MODEL.HEADS.NUM_CLASSES == 0 and "head.classifier.weight" in state:
         cfg.MODEL.HEADS.NUM_CLASSES = state["head.classifier.weight"].shape[0]
@@ -42,10 +44,10 @@ def fill_shapes_from_checkpoint(cfg):
 
 
 def main(args):
-    cfg = setup(args)
+    cfg, checkpoint = setup(args)
     if args.eval_only:
         model = ClipTrainer.build_model(cfg)
-        load_model_weights(model, cfg.MODEL.WEIGHTS)
+        load_model_weights(model, cfg.MODEL.WEIGHTS, state=checkpoint)
         return ClipTrainer.test(cfg, model)
     trainer = ClipTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -27,9 +27,13 @@ def read_training_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def load_model_weights(model: nn.Module, path: str) -> None:
-    """Load ``path`` into ``model``; every model key must be present with the right shape."""
-    state = read_training_checkpoint(path)
+def load_model_weights(model: nn.Module, path: str, state: Optional[Dict[str, torch.Tensor]] = None) -> None:
+    """Load ``path`` into ``model``; every model key must be present with the right shape.
+
+    ``state`` is the already-read content of ``path`` (:func:`read_training_checkpoint`), to avoid reading it twice.
+    """
+    if state is None:
+        state = read_training_checkpoint(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     wrong = [f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
