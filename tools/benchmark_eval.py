@@ -120,7 +120,8 @@ def run_child(method: str, size_name: str, args: argparse.Namespace) -> dict:
 
         evaluator = ReidEvaluator(cfg, size.num_query)
     else:
-        evaluator = ChunkedReidEvaluator(cfg, size.num_query)
+        # As ClipTrainer.build_evaluator builds it: with the test-set size, so storage is reserved once.
+        evaluator = ChunkedReidEvaluator(cfg, size.num_query, num_samples=size.num_query + size.num_gallery)
 
     device = args.device
     feats, pids, camids = synthetic_test_set(size, args.dim, device, args.seed)

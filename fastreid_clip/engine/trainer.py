@@ -128,7 +128,7 @@ class ClipTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
-        return data_loader, ChunkedReidEvaluator(cfg, num_query, output_dir)
+        return data_loader, ChunkedReidEvaluator(cfg, num_query, output_dir, num_samples=len(data_loader.dataset))
 
     @classmethod
     def auto_scale_for_dataset(cls, cfg, train_set):

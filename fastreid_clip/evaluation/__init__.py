@@ -16,11 +16,13 @@ from .ranking import (
     normalize_,
 )
 from .rerank import SparseJaccard, average_query_expansion, knn, reranked_distance
+from .row_store import RowStore
 
 __all__ = [
     "ChunkedReidEvaluator",
     "DistanceFn",
     "RankingResult",
+    "RowStore",
     "SparseJaccard",
     "add_eval_config",
     "average_query_expansion",

@@ -15,6 +15,7 @@ from .config import add_eval_config
 from .gather import gather_to_main
 from .ranking import evaluate_rank_from_distances, feature_distance, normalize_
 from .rerank import average_query_expansion, reranked_distance
+from .row_store import RowStore
 
 __all__ = ["ChunkedReidEvaluator"]
 
@@ -45,9 +46,14 @@ class ChunkedReidEvaluator(DatasetEvaluator):
         cfg: FastReID config.
         num_query: number of query samples; the first ``num_query`` samples of the test set are queries.
         output_dir: unused; kept for FastReID's signature.
+        num_samples: size of the whole test set (query + gallery), when known: storage for it is reserved at
+            the first batch, so that ``evaluate`` finds the features in one piece instead of copying them
+            together (``ClipTrainer.build_evaluator`` passes it).
     """
 
-    def __init__(self, cfg: CfgNode, num_query: int, output_dir: Optional[str] = None):
+    def __init__(
+        self, cfg: CfgNode, num_query: int, output_dir: Optional[str] = None, num_samples: Optional[int] = None
+    ):
         if "CHUNK_SIZE" not in cfg.TEST:
             cfg = cfg.clone()
             cfg.defrost()
@@ -55,10 +61,13 @@ class ChunkedReidEvaluator(DatasetEvaluator):
         self.cfg = cfg
         self._num_query = num_query
         self._output_dir = output_dir
+        self._num_samples = num_samples or 0
         self.reset()
 
     def reset(self) -> None:
-        self._feats, self._pids, self._camids, self._indices = [], [], [], []
+        self._feats, self._pids, self._camids, self._indices = (
+            RowStore(first_block_rows=self._num_samples) for _ in range(4)
+        )
 
     def process(self, inputs: dict, outputs: torch.Tensor) -> None:
         """Stores a batch.
@@ -81,10 +90,10 @@ class ChunkedReidEvaluator(DatasetEvaluator):
             On the main process, ``Rank-1``, ``Rank-5``, ``Rank-10``, ``mAP``, ``mINP`` and ``metric``
             (``(mAP + Rank-1) / 2``), in percent; ``{}`` on the other processes.
         """
-        if self._indices and len(self._indices) != len(self._feats):
+        if self._indices.batches and self._indices.batches != self._feats.batches:
             raise RuntimeError(f"only some batches carry {INDEX_KEY!r}")
-        feats, pids, camids = (_consume(parts) for parts in (self._feats, self._pids, self._camids))
-        indices = _consume(self._indices) if self._indices else None
+        feats, pids, camids = (store.consume() for store in (self._feats, self._pids, self._camids))
+        indices = self._indices.consume() if self._indices.batches else None
         self.reset()
         gathered = gather_to_main([feats, pids, camids], indices)
         del feats
@@ -111,7 +120,7 @@ class ChunkedReidEvaluator(DatasetEvaluator):
                 test.RERANK.BACKEND, chunk_size, normalized,
             )
         else:
-            distance_fn = feature_distance(query, gallery, test.METRIC, normalized)
+            distance_fn = feature_distance(query, gallery, test.METRIC, normalized, reuse_output=True)
         if test.ROC.ENABLED:
             logger.warning("TEST.ROC is not supported by ChunkedReidEvaluator; skipping the ROC metrics")
 
@@ -129,22 +138,3 @@ class ChunkedReidEvaluator(DatasetEvaluator):
         results["mINP"] = result.mINP * 100
         results["metric"] = (result.mAP + float(result.cmc[0])) / 2 * 100
         return copy.deepcopy(results)
-
-
-def _consume(parts: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenates batches, releasing each one once copied, so that peak memory stays near one copy.
-
-    Args:
-        parts: ``[B_i, ...]`` tensors on one device; emptied.
-
-    Returns:
-        ``[sum B_i, ...]`` concatenation.
-    """
-    first = parts[0]
-    out = torch.empty((sum(len(part) for part in parts), *first.shape[1:]), dtype=first.dtype, device=first.device)
-    end = out.shape[0]
-    while parts:
-        part = parts.pop()
-        out[end - len(part) : end] = part
-        end -= len(part)
-    return out

@@ -50,9 +50,12 @@ ArrayLike = Union[np.ndarray, torch.Tensor]
 DistanceFn = Callable[[int, int], torch.Tensor]
 """``fn(start, end) -> Tensor[end - start, G]``: distances of queries ``start:end`` to the whole gallery."""
 
-# Distance-matrix elements per chunk when no chunk size is given. On the CPU the per-chunk tensors then stay
-# below glibc's mmap threshold (32 MiB), so they are recycled instead of page-faulted in for every chunk.
-_CPU_CHUNK_ELEMENTS = 1 << 22
+# Distance-matrix elements per chunk when no chunk size is given (64 MiB of float32 on the CPU). The CPU
+# product re-packs the whole gallery for every chunk, so chunks of a few hundred rows are much faster than
+# chunks of a hundred; the distance buffer itself is allocated once (``feature_distance(reuse_output=True)``).
+_CPU_CHUNK_ELEMENTS = 1 << 24
+_CPU_MASK_ELEMENTS = 1 << 21
+_CPU_GEMM_COLUMNS = 4096
 _CUDA_CHUNK_ELEMENTS = 1 << 27
 _INT64_MAX = torch.iinfo(torch.int64).max
 
@@ -101,7 +104,11 @@ def default_chunk_size(num_gallery: int, device: Union[str, torch.device]) -> in
 
 
 def feature_distance(
-    query: torch.Tensor, gallery: torch.Tensor, metric: str = "cosine", normalized: bool = False
+    query: torch.Tensor,
+    gallery: torch.Tensor,
+    metric: str = "cosine",
+    normalized: bool = False,
+    reuse_output: bool = False,
 ) -> DistanceFn:
     """Query-chunk distances computed exactly as FastReID's ``build_dist`` computes the full matrix.
 
@@ -111,29 +118,52 @@ def feature_distance(
         metric: ``"cosine"`` (``1 - cos``, features L2-normalised) or ``"euclidean"`` (squared distance).
         normalized: for ``"cosine"``, the features are already ``F.normalize``-d (e.g. by
             :func:`normalize_`), which saves a normalised copy of the gallery.
+        reuse_output: write every chunk into one buffer, allocated at the first (largest) chunk, so the
+            returned tensor is only valid until the next call. A chunk of distances is too large for the
+            allocator to recycle, so without it every chunk's memory is mapped and zero-filled anew
+            (about a quarter of the time of the product itself on the CPU).
 
     Returns:
         A :data:`DistanceFn` returning ``[end - start, G]`` float32 distances on the features' device.
     """
+    if metric not in ("cosine", "euclidean"):
+        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+    buffer: list[torch.Tensor] = []
+    # On the CPU the product is done in gallery blocks: BLAS packs the whole right-hand matrix per call, and
+    # its packing memory grows with it; blocks keep that small at the same speed.
+    block = _CPU_GEMM_COLUMNS if gallery.device.type != "cuda" else gallery.shape[0]
+
+    def output(rows: int) -> torch.Tensor:
+        if not reuse_output:
+            return torch.empty(rows, gallery.shape[0], dtype=torch.float32, device=gallery.device)
+        if not buffer or buffer[0].shape[0] < rows:
+            buffer[:] = [torch.empty(rows, gallery.shape[0], dtype=torch.float32, device=gallery.device)]
+        return buffer[0][:rows]
+
     if metric == "cosine":
         gallery_t = (gallery if normalized else F.normalize(gallery, p=2, dim=1)).t()
+        one = torch.ones((), dtype=torch.float32, device=gallery.device)
 
         def cosine(start: int, end: int) -> torch.Tensor:
             chunk = query[start:end] if normalized else F.normalize(query[start:end], p=2, dim=1)
-            return torch.mm(chunk, gallery_t).neg_().add_(1.0)  # in place: 1 - cos, without a second buffer
+            dist = output(len(chunk))
+            for col in range(0, dist.shape[1], block):
+                torch.mm(chunk, gallery_t[:, col : col + block], out=dist[:, col : col + block])
+            return torch.sub(one, dist, out=dist)  # 1 - cos, in place
 
         return cosine
-    if metric == "euclidean":
-        gallery_t = gallery.t()
-        gallery_sq = gallery.pow(2).sum(dim=1)
 
-        def euclidean(start: int, end: int) -> torch.Tensor:
-            chunk = query[start:end]
-            dist = chunk.pow(2).sum(dim=1, keepdim=True) + gallery_sq
-            return dist.addmm_(chunk, gallery_t, beta=1, alpha=-2)
+    gallery_t = gallery.t()
+    gallery_sq = gallery.pow(2).sum(dim=1)
 
-        return euclidean
-    raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
+    def euclidean(start: int, end: int) -> torch.Tensor:
+        chunk = query[start:end]
+        dist = torch.add(chunk.pow(2).sum(dim=1, keepdim=True), gallery_sq, out=output(len(chunk)))
+        for col in range(0, dist.shape[1], block):
+            dist[:, col : col + block].addmm_(chunk, gallery_t[:, col : col + block], beta=1, alpha=-2)
+        return dist
+
+    return euclidean
 
 
 def normalize_(features: torch.Tensor) -> torch.Tensor:
@@ -184,7 +214,7 @@ def evaluate_rank_chunked(
     query = torch.as_tensor(query_feats).float()
     gallery = torch.as_tensor(gallery_feats).float().to(query.device)
     return evaluate_rank_from_distances(
-        feature_distance(query, gallery, metric), q_pids, g_pids, q_camids, g_camids,
+        feature_distance(query, gallery, metric, reuse_output=True), q_pids, g_pids, q_camids, g_camids,
         max_rank=max_rank, chunk_size=chunk_size, cuhk03=cuhk03, cuhk03_repeats=cuhk03_repeats, seed=seed,
         device=query.device,
     )
@@ -244,12 +274,19 @@ def evaluate_rank_from_distances(
     all_ap = torch.empty(num_query, dtype=torch.float64, device=device)
     all_inp = torch.empty(num_query, dtype=torch.float64, device=device)
     valid = torch.empty(num_query, dtype=torch.bool, device=device)
+    # Scratch mask of the candidate search, reused by every chunk. On the CPU it covers a few rows at a time:
+    # small enough to stay in memory the allocator recycles (mapping fresh memory for every chunk costs as
+    # much as the comparison filling it), and the candidates of a block are few.
+    mask_rows = min(chunk, num_query)
+    if torch.device(device).type != "cuda":
+        mask_rows = min(mask_rows, max(1, _CPU_MASK_ELEMENTS // gallery.size))
+    mask = torch.empty(mask_rows, gallery.size, dtype=torch.bool, device=device)
     for start in range(0, num_query, chunk):
         end = min(start + chunk, num_query)
         dist = distance_fn(start, end).to(device=device, dtype=torch.float32)
         pos = gallery.positives(q_pids[start:end], q_camids[start:end])
         pos_dist = dist.gather(1, pos.index)
-        ranks = _positive_ranks(dist, pos, pos_dist, gallery)
+        ranks = _positive_ranks(dist, pos, pos_dist, q_pids[start:end], gallery, mask)
         has_pos = pos.count > 0
         all_ap[start:end], all_inp[start:end] = _ap_inp(ranks, pos.count)
         valid[start:end] = has_pos
@@ -350,14 +387,24 @@ class _Gallery:
         )
 
 
-def _positive_ranks(dist: torch.Tensor, pos: _Positives, pos_dist: torch.Tensor, gallery: _Gallery) -> torch.Tensor:
+def _positive_ranks(
+    dist: torch.Tensor,
+    pos: _Positives,
+    pos_dist: torch.Tensor,
+    q_pids: torch.Tensor,
+    gallery: _Gallery,
+    mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """1-based rank of each positive among the kept gallery, positives sorted by rank.
 
     Args:
         dist: ``[C, G]`` float32 distances of the chunk (not modified).
         pos: the chunk's :class:`_Positives` (``P`` columns).
         pos_dist: ``[C, P]`` float32 distances of ``pos.index``.
+        q_pids: ``[C]`` query identities of the chunk.
         gallery: the :class:`_Gallery` (``C`` must not exceed its ``max_rows``).
+        mask: optional ``[R, G]`` bool scratch tensor, overwritten; candidates are then found ``R`` rows
+            at a time (less memory). By default the whole chunk is done at once.
 
     Returns:
         ``[C, P]`` int64; entry ``k`` of a row is the rank of its ``(k+1)``-th positive (valid for
@@ -373,17 +420,23 @@ def _positive_ranks(dist: torch.Tensor, pos: _Positives, pos_dist: torch.Tensor,
     flat_keys = pos_keys[slot < pos.count[:, None]]  # row-major, hence globally sorted
     # Histogram bin of a candidate: its row's first bin plus the number of its row's positives before it.
     bin_shift = rows * (width + 1) - (torch.cumsum(pos.count, 0) - pos.count)
+    hist = torch.zeros(num_rows * (width + 1), dtype=torch.int64, device=dist.device)
 
     # Candidates: negatives that may precede a positive. Items of the query's identity never count.
     last = pos_dist.masked_fill(~pos.kept, float("-inf")).amax(dim=1)
-    candidate = dist <= last[:, None]
-    group_row, group_slot = torch.nonzero(pos.kept | pos.removed, as_tuple=True)
-    candidate[group_row, pos.index[group_row, group_slot]] = False
-    cand_row, cand_index = torch.nonzero(candidate, as_tuple=True)
-    cand_keys = gallery.sort_keys(dist[cand_row, cand_index], cand_row, cand_index)
-    bins = torch.searchsorted(flat_keys, cand_keys).add_(bin_shift[cand_row])
-
-    hist = torch.bincount(bins, minlength=num_rows * (width + 1))
+    block = num_rows if mask is None else mask.shape[0]
+    for lo in range(0, num_rows, block):
+        hi = min(lo + block, num_rows)
+        below = dist[lo:hi] <= last[lo:hi, None] if mask is None else torch.le(
+            dist[lo:hi], last[lo:hi, None], out=mask[: hi - lo]
+        )
+        cand_row, cand_index = torch.nonzero(below, as_tuple=True)
+        cand_row += lo
+        negative = gallery.pids[cand_index] != q_pids[cand_row]
+        cand_row, cand_index = cand_row[negative], cand_index[negative]
+        cand_keys = gallery.sort_keys(dist[cand_row, cand_index], cand_row, cand_index)
+        bins = torch.searchsorted(flat_keys, cand_keys).add_(bin_shift[cand_row])
+        hist += torch.bincount(bins, minlength=hist.numel())
     negatives_before = hist.view(num_rows, width + 1)[:, :width].cumsum(dim=1)
     return negatives_before + slot + 1
 

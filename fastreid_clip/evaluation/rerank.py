@@ -351,7 +351,7 @@ def reranked_distance(
     Returns:
         A :data:`~fastreid_clip.evaluation.ranking.DistanceFn` of ``[end - start, G]`` float32 distances.
     """
-    original = feature_distance(query, gallery, metric, normalized)
+    original = feature_distance(query, gallery, metric, normalized, reuse_output=True)
     features = torch.cat([query, gallery])
     if metric == "cosine" and not normalized:
         features = F.normalize(features, p=2, dim=1)

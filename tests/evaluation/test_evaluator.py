@@ -12,7 +12,13 @@ from fastreid.config import get_cfg
 from fastreid.evaluation import ReidEvaluator, inference_on_dataset
 from fastreid.utils import compute_dist
 
-from fastreid_clip.evaluation import ChunkedReidEvaluator, add_eval_config, gather_to_main, inference_shard_sizes
+from fastreid_clip.evaluation import (
+    ChunkedReidEvaluator,
+    RowStore,
+    add_eval_config,
+    gather_to_main,
+    inference_shard_sizes,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore:This overload of addmm_ is deprecated")
 
@@ -96,9 +102,42 @@ def test_matches_fastreid_reid_evaluator(monkeypatch, metric, flip, aqe, rerank)
 def test_features_stay_on_their_device_until_evaluation():
     evaluator = ChunkedReidEvaluator(get_cfg(), NUM_QUERY)
     images, pids, camids = tiny_test_set()
-    features = TinyModel()({"images": images})
+    features = TinyModel()({"images": images}).half()  # AMP features are stored as float32
     evaluator.process({"targets": pids, "camids": camids}, features)
-    assert evaluator._feats[0].data_ptr() == features.data_ptr()  # kept, not copied
+    block = evaluator._feats.blocks[0]
+    assert block.device == features.device and block.dtype == torch.float32
+    assert torch.equal(block[: len(features)], features.float())
+
+
+def test_row_store_keeps_order_across_blocks_and_frees_them():
+    store = RowStore(block_bytes=10 * 3 * 4)  # 10 rows of 3 float32 per block
+    batches = [torch.randn(n, 3) for n in (4, 7, 25, 1, 9)]  # batches span blocks; one exceeds a block
+    for batch in batches:
+        store.append(batch)
+    assert store.batches == 5 and store.size == 46
+    assert [len(block) for block in store.blocks] == [10, 10, 16, 10]
+    out = store.consume()
+    assert torch.equal(out, torch.cat(batches))
+    assert store.blocks == [] and store.size == 0
+    with pytest.raises(RuntimeError, match="no batch"):
+        store.consume()
+
+
+def test_row_store_with_the_test_set_size_hands_out_its_block_without_copying():
+    batches = [torch.randn(n, 3) for n in (4, 7, 9)]
+    store = RowStore(block_bytes=10 * 3 * 4, first_block_rows=20)
+    for batch in batches:
+        store.append(batch)
+    assert [len(block) for block in store.blocks] == [20]
+    block_ptr = store.blocks[0].data_ptr()
+    out = store.consume()
+    assert out.data_ptr() == block_ptr and torch.equal(out, torch.cat(batches))
+
+    store = RowStore(block_bytes=10 * 3 * 4, first_block_rows=8)  # a wrong (small) size is only slower
+    for batch in batches:
+        store.append(batch)
+    assert [len(block) for block in store.blocks] == [8, 10, 10]
+    assert torch.equal(store.consume(), torch.cat(batches))
 
 
 def test_add_eval_config_defaults():

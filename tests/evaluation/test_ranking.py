@@ -10,6 +10,7 @@ from fastreid.evaluation.rank import evaluate_rank
 from fastreid.utils.compute_dist import build_dist
 
 from fastreid_clip.evaluation import evaluate_rank_chunked, evaluate_rank_from_distances, feature_distance, normalize_
+from fastreid_clip.evaluation import ranking
 
 pytestmark = pytest.mark.filterwarnings("ignore:This overload of addmm_ is deprecated")
 
@@ -90,6 +91,19 @@ def test_feature_distance_equals_fastreid_bitwise():
         np.testing.assert_array_equal(feature_distance(q_feats, g_feats, metric)(5, 40).numpy(), expected[metric])
     normalized = feature_distance(normalize_(q_feats.clone()), normalize_(g_feats.clone()), "cosine", normalized=True)
     np.testing.assert_array_equal(normalized(5, 40).numpy(), expected["cosine"])
+
+
+def test_gallery_blocked_product_and_reused_buffer_equal_fastreid_bitwise(monkeypatch):
+    monkeypatch.setattr(ranking, "_CPU_GEMM_COLUMNS", 7)  # many gallery blocks, a partial last one
+    q_feats, g_feats, *_ = random_test_set(0)
+    for metric in ("cosine", "euclidean"):
+        expected = build_dist(q_feats, g_feats, metric)
+        distance = feature_distance(q_feats, g_feats, metric, reuse_output=True)
+        first = distance(0, 16)
+        np.testing.assert_array_equal(first.numpy(), expected[:16])
+        second = distance(16, 30)  # smaller chunk: written into the same buffer
+        assert second.data_ptr() == first.data_ptr()
+        np.testing.assert_array_equal(second.numpy(), expected[16:30])
 
 
 def test_integer_distances_with_ties_follow_gallery_order():
