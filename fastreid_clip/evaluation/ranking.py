@@ -283,10 +283,10 @@ def evaluate_rank_from_distances(
     mask = torch.empty(mask_rows, gallery.size, dtype=torch.bool, device=device)
     for start in range(0, num_query, chunk):
         end = min(start + chunk, num_query)
-        dist = distance_fn(start, end).to(device=device, dtype=torch.float32)
+        dist = distance_fn(start, end).to(device=device, dtype=torch.float32).contiguous()
         pos = gallery.positives(q_pids[start:end], q_camids[start:end])
         pos_dist = dist.gather(1, pos.index)
-        ranks = _positive_ranks(dist, pos, pos_dist, q_pids[start:end], gallery, mask)
+        ranks = _positive_ranks(dist, pos, pos_dist, gallery, mask)
         has_pos = pos.count > 0
         all_ap[start:end], all_inp[start:end] = _ap_inp(ranks, pos.count)
         valid[start:end] = has_pos
@@ -391,7 +391,6 @@ def _positive_ranks(
     dist: torch.Tensor,
     pos: _Positives,
     pos_dist: torch.Tensor,
-    q_pids: torch.Tensor,
     gallery: _Gallery,
     mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
@@ -401,7 +400,6 @@ def _positive_ranks(
         dist: ``[C, G]`` float32 distances of the chunk (not modified).
         pos: the chunk's :class:`_Positives` (``P`` columns).
         pos_dist: ``[C, P]`` float32 distances of ``pos.index``.
-        q_pids: ``[C]`` query identities of the chunk.
         gallery: the :class:`_Gallery` (``C`` must not exceed its ``max_rows``).
         mask: optional ``[R, G]`` bool scratch tensor, overwritten; candidates are then found ``R`` rows
             at a time (less memory). By default the whole chunk is done at once.
@@ -422,19 +420,26 @@ def _positive_ranks(
     bin_shift = rows * (width + 1) - (torch.cumsum(pos.count, 0) - pos.count)
     hist = torch.zeros(num_rows * (width + 1), dtype=torch.int64, device=dist.device)
 
-    # Candidates: negatives that may precede a positive. Items of the query's identity never count.
+    # Candidates: negatives that may precede a positive. Items of the query's identity (positives and removed
+    # items, ``group_row`` / ``group_index``, sorted by row) never count.
     last = pos_dist.masked_fill(~pos.kept, float("-inf")).amax(dim=1)
+    group_row, group_slot = torch.nonzero(pos.kept | pos.removed, as_tuple=True)
+    group_index = pos.index[group_row, group_slot]
     block = num_rows if mask is None else mask.shape[0]
-    for lo in range(0, num_rows, block):
+    if block < num_rows:  # where each row block's group entries start
+        bounds = torch.searchsorted(group_row, torch.arange(0, num_rows + block, block, device=dist.device)).tolist()
+    else:
+        bounds = [0, group_row.numel()]
+    flat_dist = dist.view(-1)
+    for lo, first, stop in zip(range(0, num_rows, block), bounds, bounds[1:]):
         hi = min(lo + block, num_rows)
         below = dist[lo:hi] <= last[lo:hi, None] if mask is None else torch.le(
             dist[lo:hi], last[lo:hi, None], out=mask[: hi - lo]
         )
+        below[group_row[first:stop] - lo, group_index[first:stop]] = False
         cand_row, cand_index = torch.nonzero(below, as_tuple=True)
-        cand_row += lo
-        negative = gallery.pids[cand_index] != q_pids[cand_row]
-        cand_row, cand_index = cand_row[negative], cand_index[negative]
-        cand_keys = gallery.sort_keys(dist[cand_row, cand_index], cand_row, cand_index)
+        cand_row = cand_row + lo
+        cand_keys = gallery.sort_keys(flat_dist[cand_row * dist.shape[1] + cand_index], cand_row, cand_index)
         bins = torch.searchsorted(flat_keys, cand_keys).add_(bin_shift[cand_row])
         hist += torch.bincount(bins, minlength=hist.numel())
     negatives_before = hist.view(num_rows, width + 1)[:, :width].cumsum(dim=1)
