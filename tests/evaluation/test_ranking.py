@@ -106,6 +106,24 @@ def test_gallery_blocked_product_and_reused_buffer_equal_fastreid_bitwise(monkey
         np.testing.assert_array_equal(second.numpy(), expected[16:30])
 
 
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_ranking_from_similarities_equals_ranking_from_distances(duplicates):
+    q_feats, g_feats, *ids = random_test_set(6)
+    if duplicates:  # many exact ties, and similarities whose 1 - s round to the same distance
+        g_feats = g_feats[torch.arange(len(g_feats)) % 23]
+    cosine = feature_distance(q_feats, g_feats, "cosine")
+    assert hasattr(cosine, "similarity")
+    from_sims = evaluate_rank_from_distances(cosine, *ids, chunk_size=13)
+    from_dists = evaluate_rank_from_distances(lambda start, end: cosine(start, end), *ids, chunk_size=13)
+    np.testing.assert_array_equal(from_sims.valid, from_dists.valid)
+    for field in ("cmc", "all_ap", "all_inp"):
+        np.testing.assert_array_equal(getattr(from_sims, field), getattr(from_dists, field))
+    distmat = cosine(0, len(q_feats)).numpy()
+    cmc, all_ap, all_inp = stable_sort_reference(distmat, *ids)
+    np.testing.assert_allclose(from_sims.all_ap, all_ap, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(from_sims.all_inp, all_inp, rtol=0, atol=1e-12)
+
+
 def test_integer_distances_with_ties_follow_gallery_order():
     rng = np.random.default_rng(0)
     _, _, *ids = random_test_set(4)
