@@ -12,13 +12,14 @@ DEMO_OUTPUT ?= output/demo
 
 .PHONY: setup demo test test-large benchmark clean
 
-$(STAMP): setup.py
+$(STAMP): setup.py fastreid_clip/evaluation/candidate_scan.pyx
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
 	$(PY) -m pip install -q -e ".[cpu,test]"
 	$(PY) -m pip install -q --no-deps fastreid==1.4.0
 	$(PY) -m fastreid_clip.utils.build_ranker
+	$(PY) -m fastreid_clip.utils.build_kernels
 	touch $(STAMP)
 
 setup: $(STAMP)

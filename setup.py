@@ -14,7 +14,8 @@ setup(
     version="0.1.0",
     description="CLIP-based person/vehicle re-identification methods as a FastReID extension",
     packages=find_packages(include=["fastreid_clip", "fastreid_clip.*"]),
-    package_data={"fastreid_clip": ["modeling/backbones/model_configs/*.json"]},
+    # Cython kernels are compiled in place after installation (python -m fastreid_clip.utils.build_kernels).
+    package_data={"fastreid_clip": ["modeling/backbones/model_configs/*.json", "evaluation/*.pyx"]},
     python_requires=">=3.10",
     install_requires=[
         "torch>=2.1",
@@ -22,7 +23,7 @@ setup(
         "open_clip_torch>=3.3,<4",
         "safetensors",
         "tqdm",
-        "Cython>=3",  # FastReID's Cython ranker is compiled once at set-up
+        "Cython>=3",  # FastReID's Cython ranker and our kernels are compiled once at set-up
         *FASTREID_RUNTIME,
     ],
     extras_require={

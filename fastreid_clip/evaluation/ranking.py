@@ -29,7 +29,9 @@ per gallery identity; FastReID does the same with ``np.random`` (10 draws), we d
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import os
 from typing import Callable, Optional, Union
 
 import numpy as np
@@ -57,6 +59,13 @@ _CPU_CHUNK_ELEMENTS = 1 << 24
 _CPU_MASK_ELEMENTS = 1 << 21
 _CPU_GEMM_COLUMNS = 4096
 _SIMILARITY_MARGIN = 2.0**-20
+
+try:  # compiled CPU candidate search (python -m fastreid_clip.utils.build_kernels); torch ops otherwise
+    from . import candidate_scan as _candidate_scan
+except ImportError:  # pragma: no cover - depends on the build
+    _candidate_scan = None
+_POOLS: dict[int, concurrent.futures.ThreadPoolExecutor] = {}  # by number of workers
+os.register_at_fork(after_in_child=_POOLS.clear)  # a forked child has none of the parent's threads
 _CUDA_CHUNK_ELEMENTS = 1 << 27
 _INT64_MAX = torch.iinfo(torch.int64).max
 
@@ -353,12 +362,14 @@ class _Positives:
         kept: ``[C, P]`` bool; same identity, other camera: the positives.
         removed: ``[C, P]`` bool; same identity, same camera: excluded from the ranking.
         count: ``[C]`` int64 number of positives.
+        group: ``[C]`` int64 identity group of each query in the gallery (``-1``: identity not in it).
     """
 
     index: torch.Tensor
     kept: torch.Tensor
     removed: torch.Tensor
     count: torch.Tensor
+    group: torch.Tensor
 
 
 class _Gallery:
@@ -394,7 +405,8 @@ class _Gallery:
             The queries' :class:`_Positives`.
         """
         group = torch.searchsorted(self.group_pids, q_pids).clamp_(max=self.group_pids.numel() - 1)
-        sizes = torch.where(self.group_pids[group] == q_pids, self.group_sizes[group], 0)
+        present = self.group_pids[group] == q_pids
+        sizes = torch.where(present, self.group_sizes[group], 0)
         width = int(sizes.max()) if sizes.numel() else 0
         offsets = torch.arange(width, device=q_pids.device)
         in_group = offsets < sizes[:, None]
@@ -402,7 +414,9 @@ class _Gallery:
         index = self.order[slots]
         same_cam = self.camids[index] == q_camids[:, None]
         kept = in_group & ~same_cam
-        return _Positives(index=index, kept=kept, removed=in_group & same_cam, count=kept.sum(1))
+        return _Positives(
+            index=index, kept=kept, removed=in_group & same_cam, count=kept.sum(1), group=group.masked_fill_(~present, -1)
+        )
 
     def sort_keys(self, dist: torch.Tensor, row: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Integer keys ordered like ``(row, distance, gallery index)``; unique per (row, item).
@@ -452,16 +466,44 @@ def _positive_ranks(
         return pos.index
     rows = torch.arange(num_rows, device=dist.device)
     pos_keys = gallery.sort_keys(pos_dist, rows[:, None], pos.index).masked_fill_(~pos.kept, _INT64_MAX)
-    pos_keys = pos_keys.sort(dim=1).values
+    # Candidates: negatives at a distance <= the query's last positive.
+    bound = pos_dist.masked_fill(~pos.kept, float("-inf")).amax(dim=1)
+    if similarities:
+        # fl(1 - s) <= last needs s >= 1 - last up to the rounding of both subtractions (< 2.4e-7 for cosine
+        # distances, which are < 2); the margin takes a few more entries, which rank after the last positive.
+        bound = torch.rsub(bound, 1.0).sub_(_SIMILARITY_MARGIN)
+    if _candidate_scan is not None and dist.device.type == "cpu":
+        hist = _scan_compiled(dist, pos, pos_dist, pos_keys, bound, gallery, similarities)
+    else:
+        hist = _scan_torch(dist, pos, pos_keys, bound, gallery, mask, similarities)
+    negatives_before = hist.view(num_rows, width + 1)[:, :width].cumsum(dim=1)
+    return negatives_before + torch.arange(width, device=dist.device) + 1
+
+
+def _scan_torch(
+    dist: torch.Tensor,
+    pos: _Positives,
+    pos_keys: torch.Tensor,
+    bound: torch.Tensor,
+    gallery: _Gallery,
+    mask: Optional[torch.Tensor],
+    similarities: bool,
+) -> torch.Tensor:
+    """Candidate histogram with torch operations (any device): see :func:`_positive_ranks`.
+
+    Returns:
+        ``[C * (P + 1)]`` int64; bin ``r * (P + 1) + k`` counts row ``r``'s candidates after ``k`` positives.
+    """
+    num_rows, width = pos.index.shape
+    rows = torch.arange(num_rows, device=dist.device)
     slot = torch.arange(width, device=dist.device)
-    flat_keys = pos_keys[slot < pos.count[:, None]]  # row-major, hence globally sorted
+    flat_keys = pos_keys.sort(dim=1).values[slot < pos.count[:, None]]  # row-major, hence globally sorted
     # Histogram bin of a candidate: its row's first bin plus the number of its row's positives before it.
     bin_shift = rows * (width + 1) - (torch.cumsum(pos.count, 0) - pos.count)
     hist = torch.zeros(num_rows * (width + 1), dtype=torch.int64, device=dist.device)
 
-    # Candidates: negatives that may precede a positive. Items of the query's identity (positives and removed
-    # items, ``group_row`` / ``group_index``, sorted by row) never count.
-    last = pos_dist.masked_fill(~pos.kept, float("-inf")).amax(dim=1)
+    # Items of the query's identity (positives and removed items, ``group_row`` / ``group_index``, sorted by
+    # row) never count.
     group_row, group_slot = torch.nonzero(pos.kept | pos.removed, as_tuple=True)
     group_index = pos.index[group_row, group_slot]
     block = num_rows if mask is None else mask.shape[0]
@@ -469,15 +511,11 @@ def _positive_ranks(
         bounds = torch.searchsorted(group_row, torch.arange(0, num_rows + block, block, device=dist.device)).tolist()
     else:
         bounds = [0, group_row.numel()]
-    if similarities:
-        # fl(1 - s) <= last needs s >= 1 - last up to the rounding of both subtractions (< 2.4e-7 for cosine
-        # distances, which are < 2); the margin takes a few more entries, which rank after the last positive.
-        last = torch.rsub(last, 1.0).sub_(_SIMILARITY_MARGIN)
     compare = torch.ge if similarities else torch.le
     flat_dist = dist.view(-1)
     for lo, first, stop in zip(range(0, num_rows, block), bounds, bounds[1:]):
         hi = min(lo + block, num_rows)
-        below = compare(dist[lo:hi], last[lo:hi, None], out=None if mask is None else mask[: hi - lo])
+        below = compare(dist[lo:hi], bound[lo:hi, None], out=None if mask is None else mask[: hi - lo])
         below[group_row[first:stop] - lo, group_index[first:stop]] = False
         cand_row, cand_index = torch.nonzero(below, as_tuple=True)
         cand_row = cand_row + lo
@@ -487,8 +525,51 @@ def _positive_ranks(
         cand_keys = gallery.sort_keys(cand_dist, cand_row, cand_index)
         bins = torch.searchsorted(flat_keys, cand_keys).add_(bin_shift[cand_row])
         hist += torch.bincount(bins, minlength=hist.numel())
-    negatives_before = hist.view(num_rows, width + 1)[:, :width].cumsum(dim=1)
-    return negatives_before + slot + 1
+    return hist
+
+
+def _scan_compiled(
+    dist: torch.Tensor,
+    pos: _Positives,
+    pos_dist: torch.Tensor,
+    pos_keys: torch.Tensor,
+    bound: torch.Tensor,
+    gallery: _Gallery,
+    similarities: bool,
+) -> torch.Tensor:
+    """Candidate histogram with the compiled one-pass scan (CPU), rows split over torch's CPU threads.
+
+    Returns:
+        ``[C, P + 1]`` int64, laid out like :func:`_scan_torch`'s result.
+    """
+    num_rows, width = pos.index.shape
+    order = pos_keys.argsort(dim=1)
+    args = [
+        dist.numpy(),
+        similarities,
+        bound.contiguous().numpy(),
+        pos_dist.gather(1, order).numpy(),
+        pos.index.gather(1, order).numpy(),
+        pos.count.contiguous().numpy(),
+        pos.group.contiguous().numpy(),
+        gallery.identity.numpy(),
+    ]
+    hist = torch.zeros(num_rows, width + 1, dtype=torch.int64)
+    args.append(hist.numpy())
+    workers = max(1, min(torch.get_num_threads(), num_rows))
+    edges = [num_rows * part // workers for part in range(workers + 1)]
+    if workers == 1:
+        _candidate_scan.count_negatives_before(*args, 0, num_rows)
+    else:  # the scan releases the GIL, so threads run it in parallel
+        pool = _scan_pool(workers)
+        list(pool.map(lambda span: _candidate_scan.count_negatives_before(*args, *span), zip(edges, edges[1:])))
+    return hist
+
+
+def _scan_pool(workers: int) -> concurrent.futures.ThreadPoolExecutor:
+    if workers not in _POOLS:
+        _POOLS[workers] = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="candidate_scan")
+    return _POOLS[workers]
 
 
 def _ap_inp(ranks: torch.Tensor, count: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -124,6 +124,37 @@ def test_ranking_from_similarities_equals_ranking_from_distances(duplicates):
     np.testing.assert_allclose(from_sims.all_inp, all_inp, rtol=0, atol=1e-12)
 
 
+def test_compiled_candidate_scan_is_built():
+    assert ranking._candidate_scan is not None, "run `python -m fastreid_clip.utils.build_kernels` (make setup does)"
+
+
+def _integer_distances(seed):
+    rng = np.random.default_rng(seed)
+    _, _, *ids = random_test_set(seed)
+    distmat = rng.integers(0, 6, (len(ids[0]), len(ids[1]))).astype(np.float32)
+    zeros = distmat == 0
+    distmat[zeros] = np.where(rng.integers(0, 2, zeros.sum()) == 1, -0.0, 0.0)  # -0.0 == 0.0: a tie as well
+    return rows_of(distmat), ids
+
+
+@pytest.mark.parametrize("case", ["cosine", "euclidean", "duplicates", "integer_ties"])
+@pytest.mark.parametrize("chunk_size", [1, 13, 200])
+def test_compiled_scan_equals_torch_scan(monkeypatch, case, chunk_size):
+    if case == "integer_ties":
+        distance, ids = _integer_distances(7)
+    else:
+        q_feats, g_feats, *ids = random_test_set(8)
+        if case == "duplicates":
+            g_feats = g_feats[torch.arange(len(g_feats)) % 29]
+        distance = feature_distance(q_feats, g_feats, "euclidean" if case == "euclidean" else "cosine")
+    compiled = evaluate_rank_from_distances(distance, *ids, chunk_size=chunk_size)
+    monkeypatch.setattr(ranking, "_candidate_scan", None)
+    monkeypatch.setattr(ranking, "_CPU_MASK_ELEMENTS", 5 * len(ids[1]))  # torch search in blocks of 5 rows
+    reference = evaluate_rank_from_distances(distance, *ids, chunk_size=chunk_size)
+    for field in ("valid", "cmc", "all_ap", "all_inp"):
+        np.testing.assert_array_equal(getattr(compiled, field), getattr(reference, field))
+
+
 def test_integer_distances_with_ties_follow_gallery_order():
     rng = np.random.default_rng(0)
     _, _, *ids = random_test_set(4)
