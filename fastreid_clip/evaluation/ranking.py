@@ -312,13 +312,15 @@ def evaluate_rank_from_distances(
     all_ap = torch.empty(num_query, dtype=torch.float64, device=device)
     all_inp = torch.empty(num_query, dtype=torch.float64, device=device)
     valid = torch.empty(num_query, dtype=torch.bool, device=device)
-    # Scratch mask of the candidate search, reused by every chunk. On the CPU it covers a few rows at a time:
-    # small enough to stay in memory the allocator recycles (mapping fresh memory for every chunk costs as
-    # much as the comparison filling it), and the candidates of a block are few.
-    mask_rows = min(chunk, num_query)
-    if torch.device(device).type != "cuda":
-        mask_rows = min(mask_rows, max(1, _CPU_MASK_ELEMENTS // gallery.size))
-    mask = torch.empty(mask_rows, gallery.size, dtype=torch.bool, device=device)
+    # Scratch mask of the torch candidate search (CUDA, or a CPU without the compiled scan), reused by every
+    # chunk. On the CPU it covers a few rows at a time: small enough to stay in memory the allocator recycles
+    # (mapping fresh memory for every chunk costs as much as the comparison filling it).
+    mask = None
+    if not _compiled_scan(device):
+        mask_rows = min(chunk, num_query)
+        if torch.device(device).type != "cuda":
+            mask_rows = min(mask_rows, max(1, _CPU_MASK_ELEMENTS // gallery.size))
+        mask = torch.empty(mask_rows, gallery.size, dtype=torch.bool, device=device)
     # Cosine distances are ranked from the similarities (see _CosineDistance), except for CUHK03's CMC,
     # which compares whole rows.
     similarity = None if cuhk03 else getattr(distance_fn, "similarity", None)
@@ -472,12 +474,17 @@ def _positive_ranks(
         # fl(1 - s) <= last needs s >= 1 - last up to the rounding of both subtractions (< 2.4e-7 for cosine
         # distances, which are < 2); the margin takes a few more entries, which rank after the last positive.
         bound = torch.rsub(bound, 1.0).sub_(_SIMILARITY_MARGIN)
-    if _candidate_scan is not None and dist.device.type == "cpu":
+    if _compiled_scan(dist.device):
         hist = _scan_compiled(dist, pos, pos_dist, pos_keys, bound, gallery, similarities)
     else:
         hist = _scan_torch(dist, pos, pos_keys, bound, gallery, mask, similarities)
     negatives_before = hist.view(num_rows, width + 1)[:, :width].cumsum(dim=1)
     return negatives_before + torch.arange(width, device=dist.device) + 1
+
+
+def _compiled_scan(device: Union[str, torch.device]) -> bool:
+    """Whether candidates on ``device`` are searched by the compiled scan (CPU, when built)."""
+    return _candidate_scan is not None and torch.device(device).type == "cpu"
 
 
 def _scan_torch(
