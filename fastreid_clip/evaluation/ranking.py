@@ -11,9 +11,13 @@ come before it. Per chunk:
 1. the positives of each query are read from the gallery grouped by identity (``C x P`` entries);
 2. every gallery item that can precede some positive (distance <= the query's last positive) is a
    candidate; items of the query's own identity are never counted (they are positives or removed);
-3. each candidate is located among the sorted positives of its row by one ``searchsorted`` over packed
-   ``(row, distance, gallery index)`` integer keys, and a per-row histogram of those locations gives, for
-   each positive, the number of negatives ranked before it.
+3. each candidate is located among the sorted positives of its row, and a per-row histogram of those
+   locations gives, for each positive, the number of negatives ranked before it.
+
+Steps 2-3 run as one compiled pass over the chunk on the CPU (``candidate_scan.pyx``, when built) and as torch
+operations otherwise (a mask, ``nonzero``, one ``searchsorted`` over packed ``(row, distance, gallery index)``
+integer keys); both give the same histogram. For the cosine metric the chunk holds the similarities, and
+only positives and candidates are turned into distances (:class:`_CosineDistance`).
 
 Order and ties. The gallery is ranked by ascending distance, and items at exactly the same float32 distance
 by ascending gallery index: the order of a *stable* sort of each distance row. FastReID argsorts with
@@ -50,7 +54,10 @@ __all__ = [
 
 ArrayLike = Union[np.ndarray, torch.Tensor]
 DistanceFn = Callable[[int, int], torch.Tensor]
-"""``fn(start, end) -> Tensor[end - start, G]``: distances of queries ``start:end`` to the whole gallery."""
+"""``fn(start, end) -> Tensor[end - start, G]``: distances of queries ``start:end`` to the whole gallery.
+
+A distance function may also have a ``similarity(start, end)`` method returning the cosine similarities ``s``
+of the distances ``1 - s`` (as :func:`feature_distance` does for ``"cosine"``); ranking then uses it."""
 
 # Distance-matrix elements per chunk when no chunk size is given (64 MiB of float32 on the CPU). The CPU
 # product re-packs the whole gallery for every chunk, so chunks of a few hundred rows are much faster than
@@ -249,8 +256,8 @@ def evaluate_rank_chunked(
     Returns:
         The :class:`RankingResult`.
     """
-    query = torch.as_tensor(query_feats).float()
-    gallery = torch.as_tensor(gallery_feats).float().to(query.device)
+    query = torch.as_tensor(query_feats).detach().float()
+    gallery = torch.as_tensor(gallery_feats).detach().float().to(query.device)
     return evaluate_rank_from_distances(
         feature_distance(query, gallery, metric, reuse_output=True), q_pids, g_pids, q_camids, g_camids,
         max_rank=max_rank, chunk_size=chunk_size, cuhk03=cuhk03, cuhk03_repeats=cuhk03_repeats, seed=seed,
@@ -280,10 +287,10 @@ def evaluate_rank_from_distances(
         q_camids: ``[Q]`` query cameras.
         g_camids: ``[G]`` gallery cameras.
         max_rank: longest CMC rank reported (capped at G).
-        chunk_size: queries per chunk; ``None`` for :func:`default_chunk_size`. Working memory is about
-            5 bytes per distance of a chunk (``chunk_size * G``, besides what ``distance_fn`` needs) plus
-            about 50 bytes per candidate, a negative ranked before the query's last positive (few with a
-            useful model; all of the chunk in the worst case).
+        chunk_size: queries per chunk; ``None`` for :func:`default_chunk_size`. Working memory is what
+            ``distance_fn`` needs for a chunk (4 bytes per distance for :func:`feature_distance`) plus, for
+            the torch candidate search only, a mask block and about 50 bytes per candidate of it (a negative
+            ranked before the query's last positive: few with a useful model, all in the worst case).
         cuhk03: use the CUHK03 single-gallery-shot CMC.
         cuhk03_repeats: random gallery draws averaged by the CUHK03 CMC.
         seed: seed of those draws.
