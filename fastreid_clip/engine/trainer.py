@@ -39,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ..config.stages import StageSpec, stage_specs
 from ..data.build import build_clip_test_loader, build_clip_train_set
 from ..data.epoch_data import FeatureEpochs, ImageEpochs
-from ..evaluation import ChunkedReidEvaluator
+from ..evaluation import ChunkedReidEvaluator, inference_shard_sizes
 from ..solver import build_stage_optimizer, build_stage_scheduler
 from ..utils.distributed import broadcast_module
 from .feature_cache import cache_train_features
@@ -128,7 +128,10 @@ class ClipTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
         data_loader, num_query = cls.build_test_loader(cfg, dataset_name)
-        return data_loader, ChunkedReidEvaluator(cfg, num_query, output_dir, num_samples=len(data_loader.dataset))
+        # This process's share of the test set (InferenceSampler's contiguous shard), so its features are stored
+        # in one block; with another sampler the evaluator only adds blocks.
+        shard = inference_shard_sizes(len(data_loader.dataset), comm.get_world_size())[comm.get_rank()]
+        return data_loader, ChunkedReidEvaluator(cfg, num_query, output_dir, num_samples=shard)
 
     @classmethod
     def auto_scale_for_dataset(cls, cfg, train_set):

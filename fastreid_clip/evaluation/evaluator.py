@@ -46,9 +46,11 @@ class ChunkedReidEvaluator(DatasetEvaluator):
         cfg: FastReID config.
         num_query: number of query samples; the first ``num_query`` samples of the test set are queries.
         output_dir: unused; kept for FastReID's signature.
-        num_samples: size of the whole test set (query + gallery), when known: storage for it is reserved at
-            the first batch, so that ``evaluate`` finds the features in one piece instead of copying them
-            together (``ClipTrainer.build_evaluator`` passes it).
+        num_samples: how many samples this process will be given (the whole test set with one process, its
+            shard with several), when known: storage for them is reserved at the first batch, so that
+            ``evaluate`` finds the features in one piece instead of copying them together
+            (``ClipTrainer.build_evaluator`` passes it). More samples than that are still stored, in
+            further blocks.
     """
 
     def __init__(
