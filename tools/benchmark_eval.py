@@ -6,7 +6,9 @@ identities and cameras drawn like MSMT17's (about 27 gallery images per identity
 ``signal * identity centre + camera offset + noise``, so the metrics land in a realistic range.
 
 Each (size, method) runs in its own child process that draws the features (seeded: both methods see the
-same ones), feeds them batch by batch to the evaluator's ``process`` and times ``evaluate``. Reported:
+same ones), feeds them batch by batch to the evaluator's ``process`` and times ``evaluate``. Each evaluator is
+built as its trainer builds it: FastReID's ``ReidEvaluator(cfg, num_query)``, ours with ``num_samples`` (as
+``ClipTrainer.build_evaluator`` passes it). Reported:
 
 * wall s: ``evaluate()`` wall time (fastest of ``--repeats`` runs);
 * eval MB: peak resident memory during ``evaluate()`` minus the resident memory just before it
