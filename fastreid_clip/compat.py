@@ -16,6 +16,11 @@ Fixes, each idempotent:
 * ``CommonMetricPrinter`` divides by zero when asked to write twice at the same iteration in a run
   shorter than the ``IterationTimer`` warm-up: the second write no longer estimates an ETA.
 * ``launch`` forces NCCL and asserts CUDA: workers use gloo (and the CPU) when CUDA is not available.
+* ``build_optimizer`` (``contiguous=True``, what ``DefaultTrainer`` uses) flattens the parameters into
+  ``ContiguousParams`` buffers whose gradients are views of one buffer per group. torch 2's
+  ``Optimizer.zero_grad()`` sets gradients to ``None`` by default: the optimizer then sees no gradient and never
+  updates a weight while the per-parameter gradients accumulate. Such optimizers now zero in place
+  (``set_to_none=False``, torch 1's default).
 """
 
 from __future__ import annotations
@@ -141,6 +146,32 @@ def _patch_metric_printer() -> None:
     printer.write = write
 
 
+def _patch_contiguous_optimizer_zero_grad() -> None:
+    import fastreid.engine.defaults as engine_defaults
+    import fastreid.solver as solver_pkg
+    import fastreid.solver.build as solver_build
+    from fastreid.utils.params import ContiguousParams
+
+    original = getattr(solver_build.build_optimizer, "_fastreid_clip_original", solver_build.build_optimizer)
+
+    def build_optimizer(cfg, model, contiguous=True):
+        """FastReID's ``build_optimizer``; over ``ContiguousParams`` buffers ``zero_grad`` zeroes in place."""
+        optimizer, param_wrapper = original(cfg, model, contiguous)
+        if isinstance(param_wrapper, ContiguousParams):
+            zero_grad = optimizer.zero_grad
+
+            def zero_grad_in_place(set_to_none: bool = False):
+                # The parameters' .grad are views of the buffer's .grad: dropping it would detach them.
+                zero_grad(set_to_none=False)
+
+            optimizer.zero_grad = zero_grad_in_place
+        return optimizer, param_wrapper
+
+    build_optimizer._fastreid_clip_original = original
+    for module in (solver_build, solver_pkg, engine_defaults):
+        module.build_optimizer = build_optimizer
+
+
 def _distributed_worker(local_rank, main_func, world_size, num_gpus_per_machine, machine_rank, dist_url, args):
     """FastReID's worker, using NCCL on CUDA machines and gloo on CPU-only machines."""
     import torch
@@ -196,5 +227,6 @@ def apply() -> None:
     _patch_test_loader_workers()
     _patch_evaluator_compile()
     _patch_metric_printer()
+    _patch_contiguous_optimizer_zero_grad()
     _patch_launch()
     _APPLIED = True

@@ -77,3 +77,12 @@ def tiny_cfg(output_dir: str, *opts: str, config: str = "configs/Synthetic/clip_
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return merge_config_file(get_cfg(), os.path.join(root, config),
                              TINY_SYNTHETIC + ["OUTPUT_DIR", output_dir] + list(opts))
+
+
+# CLIP-ReID's two stages shrunk for tests: 2 prompt epochs, 3 image epochs, a checkpoint after every epoch.
+TWO_STAGE_CONFIG = "configs/Synthetic/clip_reid_vit_tiny.yml"
+TWO_STAGE_SHORT = [
+    "STAGES.PROMPT.EPOCHS", "2", "STAGES.IMAGE.EPOCHS", "3", "STAGES.IMAGE.STEPS", "[2]",
+    "STAGES.IMAGE.WARMUP_EPOCHS", "1", "STAGES.IMAGE.EVAL_PERIOD", "0", "STAGES.IMAGE.CHECKPOINT_PERIOD", "1",
+    "STAGES.PROMPT.CHECKPOINT_PERIOD", "1", "STAGES.PROMPT.IMS_PER_BATCH", "16",
+]

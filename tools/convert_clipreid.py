@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from fastreid_clip.checkpoint.convert import (convert_clipreid_state_dict, detect_clipreid_layout,  # noqa: E402
                                               expected_position_rows, summarize_clipreid_state_dict)
+from fastreid_clip.checkpoint.files import describe_load_error, refused_global  # noqa: E402
 from fastreid_clip.config import get_cfg, merge_config_file  # noqa: E402
 
 
@@ -32,13 +33,12 @@ def load_checkpoint(path: str, trust_pickle: bool = False) -> dict:
         raise SystemExit(f"error: checkpoint '{path}' does not exist")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure gets the same advice
-        if trust_pickle:
-            raise SystemExit(f"error: cannot read '{path}': {err}")
-        raise SystemExit(
-            f"error: cannot read '{path}' with torch.load(weights_only=True): {err}\n"
-            f"The file holds pickled objects besides tensors. If you trust its source, re-run with --trust-pickle "
-            f"(unpickling can execute code).")
+    except Exception as err:  # noqa: BLE001 - diagnosed below without unpickling anything
+        reason = describe_load_error(path, err)
+        if trust_pickle or refused_global(err) is None:  # damaged, empty or not a torch file: no pickle advice
+            raise SystemExit(f"error: {reason}")
+        raise SystemExit(f"error: {reason}.\nIf you trust its source, re-run with "
+                         f"--trust-pickle (torch.load(weights_only=False): unpickling can execute code).")
     if isinstance(obj, dict):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), dict):

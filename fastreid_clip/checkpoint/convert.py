@@ -140,7 +140,9 @@ def expected_position_rows(kind: str, image_size: Sequence[int], *, stride: Sequ
     """
     height, width = (int(v) for v in image_size)
     if kind == "vit":
-        sh, sw = (int(v) for v in stride)
+        from ..modeling.backbones.pos_embed import check_patch_stride
+
+        sh, sw = check_patch_stride(tuple(int(v) for v in stride), patch_size)
         if height < patch_size or width < patch_size:
             raise ValueError(f"input {height}x{width} is smaller than the {patch_size}x{patch_size} patch")
         grid = ((height - patch_size) // sh + 1, (width - patch_size) // sw + 1)

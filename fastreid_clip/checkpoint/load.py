@@ -2,33 +2,40 @@
 
 from __future__ import annotations
 
-import os
+import logging
 from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
 
+from .files import CHECKSUM_KEY, read_checkpoint
+
 __all__ = ["read_training_checkpoint", "load_model_weights"]
+
+logger = logging.getLogger(__name__)
 
 
 def read_training_checkpoint(path: str) -> Dict[str, torch.Tensor]:
     """The model state dict of a FastReID checkpoint (``{"model": ..., "optimizer": ...}``) or a bare state dict."""
     if not path:
         raise ValueError("MODEL.WEIGHTS is empty: name the checkpoint to evaluate (e.g. OUTPUT_DIR/model_final.pth)")
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint '{path}' (MODEL.WEIGHTS) does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(f"cannot read checkpoint '{path}' (MODEL.WEIGHTS): {err}") from err
+    checkpoint = read_checkpoint(path, what="checkpoint (MODEL.WEIGHTS)")
     state = checkpoint.get("model", checkpoint) if isinstance(checkpoint, dict) else None
+    if isinstance(state, dict):
+        state = {k: v for k, v in state.items() if k != CHECKSUM_KEY}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"checkpoint '{path}' holds no model state dict")
+        raise ValueError(f"checkpoint '{path}' (MODEL.WEIGHTS) holds no model state dict")
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
 
 
-def load_model_weights(model: nn.Module, path: str, state: Optional[Dict[str, torch.Tensor]] = None) -> None:
-    """Load ``path`` into ``model``; every model key must be present with the right shape.
+def load_model_weights(model: nn.Module, path: str, state: Optional[Dict[str, torch.Tensor]] = None,
+                       partial: bool = False) -> int:
+    """Load ``path`` into ``model`` and return the number of tensors loaded.
+
+    Strict (default): every model key must be in the file with the right shape, and the file may hold no other
+    keys. ``partial`` (``MODEL.WEIGHTS_PARTIAL``, e.g. fine-tuning a model trained on another dataset, whose
+    classifier has another size): only the tensors whose name and shape match are loaded, the rest keep their
+    initialisation, and a summary is logged; a file of which no tensor fits is still an error.
 
     ``state`` is the already-read content of ``path`` (:func:`read_training_checkpoint`), to avoid reading it twice.
     """
@@ -38,13 +45,25 @@ def load_model_weights(model: nn.Module, path: str, state: Optional[Dict[str, to
     missing = sorted(set(own) - set(state))
     wrong = [f"{k}: file {list(state[k].shape)} vs model {list(own[k].shape)}"
              for k in own if k in state and state[k].shape != own[k].shape]
-    if missing or wrong:
-        raise ValueError(
-            f"checkpoint '{path}' does not fit the configured model ({type(model).__name__}): "
-            f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])}); {len(wrong)} shape mismatches "
-            f"(e.g. {'; '.join(wrong[:2])}). Check MODEL.BACKBONE.CLIP_NAME, STRIDE_SIZE, INPUT.SIZE_TRAIN and SIE.")
     unexpected = sorted(set(state) - set(own))
-    if unexpected:
-        raise ValueError(f"checkpoint '{path}' has {len(unexpected)} keys the configured model lacks "
-                         f"(e.g. {', '.join(unexpected[:3])}): was it trained with another META_ARCHITECTURE?")
+    fitting = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape}
+    summary = (f"{len(fitting)} of the model's {len(own)} tensors fit; {len(missing)} missing keys (e.g. "
+               f"{', '.join(missing[:3]) or '-'}); {len(wrong)} shape mismatches (e.g. {'; '.join(wrong[:2]) or '-'}); "
+               f"{len(unexpected)} keys the model lacks (e.g. {', '.join(unexpected[:3]) or '-'})")
+    if partial:
+        if not fitting:
+            raise ValueError(f"checkpoint '{path}' (MODEL.WEIGHTS) has no tensor that fits the configured model "
+                             f"({type(model).__name__}): {summary}. Was it saved for another architecture?")
+        model.load_state_dict(fitting, strict=False)
+        logger.info("Loaded %d tensors from %s (MODEL.WEIGHTS_PARTIAL): %s", len(fitting), path, summary)
+        return len(fitting)
+    if missing or wrong or unexpected:
+        hint = "was it trained with another META_ARCHITECTURE? " if unexpected and not (missing or wrong) else ""
+        raise ValueError(
+            f"checkpoint '{path}' (MODEL.WEIGHTS) does not fit the configured model ({type(model).__name__}): "
+            f"{summary}. {hint}Check MODEL.META_ARCHITECTURE, MODEL.BACKBONE.CLIP_NAME, STRIDE_SIZE, INPUT.SIZE_TRAIN "
+            f"and SIE, or set MODEL.WEIGHTS_PARTIAL True to load only the tensors that fit (e.g. to fine-tune a "
+            f"model trained on another dataset).")
     model.load_state_dict(state, strict=True)
+    logger.info("Loaded %d tensors from %s (MODEL.WEIGHTS)", len(state), path)
+    return len(state)

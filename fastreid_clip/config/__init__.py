@@ -2,5 +2,6 @@
 
 from .defaults import add_clip_config
 from .setup import get_cfg, merge_config_file
+from .validate import ConfigValueError, validate_train_config
 
-__all__ = ["add_clip_config", "get_cfg", "merge_config_file"]
+__all__ = ["add_clip_config", "get_cfg", "merge_config_file", "ConfigValueError", "validate_train_config"]

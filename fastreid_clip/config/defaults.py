@@ -31,6 +31,12 @@ def add_clip_config(cfg: CN) -> CN:
     bb.NUM_CAMERAS = 0  # rows of the SIE camera table; 0 = set from the training set by the trainer
     bb.NUM_VIEWS = 0  # number of views for SIE_VIEW
 
+    # ---------------------------------------------------------------- trained weights
+    # MODEL.WEIGHTS (FastReID's key) initialises training from a fastreid-clip checkpoint. It must fit the model
+    # exactly (every key, every shape); True = load only the tensors whose name and shape fit and log a summary
+    # (e.g. fine-tuning a model trained on another dataset, whose classifier has another size).
+    _C.MODEL.WEIGHTS_PARTIAL = False
+
     # ---------------------------------------------------------------- heads and losses
     _C.MODEL.HEADS.TEST_FEAT_NORM = True  # L2-normalise the retrieval feature (CLIP-ReID TEST.FEAT_NORM yes)
     # MODEL.LOSSES.CE.EPSILON is label smoothing in CLIP-ReID's form here: (1-eps) on the target plus eps/K on every

@@ -8,13 +8,17 @@ names in ``STAGES.NAMES`` and adds one config node per stage with :func:`add_sta
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import Callable, List, Mapping, Optional, Tuple
 
 from fastreid.config import CfgNode as CN
 
-__all__ = ["StageSpec", "add_stage_config", "stage_specs", "solver_stage", "DATA_KINDS", "EPOCH_SCHEDULERS"]
+from .validate import ConfigValueError
+
+__all__ = ["StageSpec", "add_stage_config", "stage_specs", "solver_stage", "DATA_KINDS", "EPOCH_SCHEDULERS",
+           "SOLVER_KEYS"]
 
 DATA_KINDS = ("images", "features")
+EPOCH_SCHEDULERS = ("WarmupMultiStepEpochLR", "CosineEpochLR")
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,11 @@ class StageSpec:
         steps, gamma, warmup_factor, warmup_epochs, warmup_lr_init, eta_min_lr: schedule parameters.
         checkpoint_period: save every this many epochs (and at the end of the stage).
         eval_period: evaluate every this many epochs and at the end of the stage; 0 = never in this stage.
+        keys: field name -> the config key it was read from, for error messages (:meth:`config_key`). Fields not
+            in it are named ``STAGES.<NAME>.<KEY>``; :func:`solver_stage` passes :data:`SOLVER_KEYS`.
+
+    Every field is validated on construction: a bad value raises
+    :class:`~fastreid_clip.config.validate.ConfigValueError` naming its config key.
     """
 
     name: str
@@ -55,13 +64,98 @@ class StageSpec:
     eta_min_lr: float = 1e-6
     checkpoint_period: int = 10
     eval_period: int = 10
+    keys: Optional[Mapping[str, str]] = field(default=None, compare=False, repr=False)
+
+    def config_key(self, attr: str) -> str:
+        """The config key field ``attr`` comes from (``SOLVER.MAX_EPOCH``, ``STAGES.IMAGE.BASE_LR``, ...)."""
+        if self.keys and attr in self.keys:
+            return self.keys[attr]
+        return f"STAGES.{str(self.name).upper()}.{_FIELD_KEYS.get(attr, attr.upper())}"
 
     def __post_init__(self):
-        if self.data not in DATA_KINDS:
-            raise ValueError(f"STAGES.{self.name.upper()}.DATA must be one of {DATA_KINDS}, got '{self.data}'")
-        if self.epochs <= 0:
-            raise ValueError(f"STAGES.{self.name.upper()}.EPOCHS must be positive, got {self.epochs}")
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigValueError("STAGES.NAMES", self.name, "non-empty stage names")
+        for check in _CHECKS:
+            check(self)
 
+
+def _fail(stage: StageSpec, attr: str, expected: str, hint: str = "") -> None:
+    raise ConfigValueError(stage.config_key(attr), getattr(stage, attr), expected, hint)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _int_at_least(attr: str, low: int, what: str):
+    def check(stage: StageSpec) -> None:
+        value = getattr(stage, attr)
+        if not _is_int(value) or value < low:
+            _fail(stage, attr, what)
+    return check
+
+
+def _number(attr: str, what: str, ok: Callable[[float], bool]):
+    def check(stage: StageSpec) -> None:
+        value = getattr(stage, attr)
+        if not _is_number(value) or not ok(value):
+            _fail(stage, attr, what)
+    return check
+
+
+def _check_data(stage: StageSpec) -> None:
+    if stage.data not in DATA_KINDS:
+        _fail(stage, "data", f"one of {DATA_KINDS}")
+
+
+def _check_sched(stage: StageSpec) -> None:
+    if stage.sched not in EPOCH_SCHEDULERS:
+        _fail(stage, "sched", f"one of {EPOCH_SCHEDULERS} (ClipTrainer's per-epoch schedules)")
+
+
+def _check_opt(stage: StageSpec) -> None:
+    import torch
+
+    optimizer = getattr(torch.optim, str(stage.opt), None) if isinstance(stage.opt, str) else None
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        _fail(stage, "opt", "the name of a torch.optim optimizer (Adam, AdamW, SGD, ...)")
+
+
+def _check_steps(stage: StageSpec) -> None:
+    steps = stage.steps
+    if not all(_is_int(s) and s >= 0 for s in steps) or list(steps) != sorted(steps):
+        _fail(stage, "steps", "non-decreasing epoch numbers >= 0 (the lr is multiplied by the gamma at each)")
+
+
+def _check_trainable(stage: StageSpec) -> None:
+    if not all(isinstance(p, str) and p for p in stage.trainable):
+        _fail(stage, "trainable", "non-empty module-name prefixes (() = train every parameter)")
+
+
+_CHECKS = (
+    _int_at_least("epochs", 1, "a positive number of epochs"),
+    _check_data,
+    _int_at_least("ims_per_batch", 1, "a positive batch size"),
+    _check_opt,
+    _number("base_lr", "a learning rate > 0", lambda v: v > 0),
+    _number("weight_decay", "a weight decay >= 0", lambda v: v >= 0),
+    _number("weight_decay_bias", "a weight decay >= 0", lambda v: v >= 0),
+    _number("bias_lr_factor", "a bias lr factor >= 0", lambda v: v >= 0),
+    _check_sched,
+    _check_steps,
+    _number("gamma", "a decay factor > 0", lambda v: v > 0),
+    _number("warmup_factor", "a warm-up start factor in [0, 1]", lambda v: 0 <= v <= 1),
+    _int_at_least("warmup_epochs", 0, "a number of warm-up epochs >= 0"),
+    _number("warmup_lr_init", "a warm-up start lr >= 0", lambda v: v >= 0),
+    _number("eta_min_lr", "a minimum lr >= 0", lambda v: v >= 0),
+    _int_at_least("checkpoint_period", 0, "a checkpoint period >= 0 epochs (0 = only at the end of the stage)"),
+    _int_at_least("eval_period", 0, "an evaluation period >= 0 epochs (0 = never in this stage)"),
+    _check_trainable,
+)
 
 _NODE_KEYS = {  # config key -> StageSpec field
     "EPOCHS": "epochs", "TRAINABLE": "trainable", "DATA": "data", "IMS_PER_BATCH": "ims_per_batch", "OPT": "opt",
@@ -69,6 +163,17 @@ _NODE_KEYS = {  # config key -> StageSpec field
     "BIAS_LR_FACTOR": "bias_lr_factor", "SCHED": "sched", "STEPS": "steps", "GAMMA": "gamma",
     "WARMUP_FACTOR": "warmup_factor", "WARMUP_EPOCHS": "warmup_epochs", "WARMUP_LR_INIT": "warmup_lr_init",
     "ETA_MIN_LR": "eta_min_lr", "CHECKPOINT_PERIOD": "checkpoint_period", "EVAL_PERIOD": "eval_period",
+}
+_FIELD_KEYS = {attr: key for key, attr in _NODE_KEYS.items()}
+
+# StageSpec field -> the key solver_stage reads it from (fields it does not read keep StageSpec's default).
+SOLVER_KEYS = {
+    "epochs": "SOLVER.MAX_EPOCH", "ims_per_batch": "SOLVER.IMS_PER_BATCH", "opt": "SOLVER.OPT",
+    "base_lr": "SOLVER.BASE_LR", "weight_decay": "SOLVER.WEIGHT_DECAY", "weight_decay_bias": "SOLVER.WEIGHT_DECAY_BIAS",
+    "bias_lr_factor": "SOLVER.BIAS_LR_FACTOR", "sched": "SOLVER.SCHED", "steps": "SOLVER.STEPS",
+    "gamma": "SOLVER.GAMMA", "warmup_factor": "SOLVER.WARMUP_FACTOR", "warmup_epochs": "SOLVER.WARMUP_EPOCHS",
+    "eta_min_lr": "SOLVER.ETA_MIN_LR", "checkpoint_period": "SOLVER.CHECKPOINT_PERIOD",
+    "eval_period": "TEST.EVAL_PERIOD",
 }
 
 
@@ -101,9 +206,6 @@ def _spec_from_node(name: str, node: CN) -> StageSpec:
     return StageSpec(name=name, **kwargs)
 
 
-EPOCH_SCHEDULERS = ("WarmupMultiStepEpochLR", "CosineEpochLR")
-
-
 def solver_stage(cfg) -> StageSpec:
     """The single stage of a one-stage model, from FastReID's ``SOLVER``/``TEST`` keys.
 
@@ -112,15 +214,18 @@ def solver_stage(cfg) -> StageSpec:
     """
     s = cfg.SOLVER
     if s.SCHED not in EPOCH_SCHEDULERS:
-        raise ValueError(f"SOLVER.SCHED '{s.SCHED}' is not supported by ClipTrainer: use one of {EPOCH_SCHEDULERS}")
-    if s.WARMUP_ITERS != 0 or s.DELAY_EPOCHS != 0:
-        raise ValueError(f"SOLVER.SCHED {s.SCHED} warms up per epoch (SOLVER.WARMUP_EPOCHS): set SOLVER.WARMUP_ITERS 0 "
-                         f"and SOLVER.DELAY_EPOCHS 0 (got {s.WARMUP_ITERS}, {s.DELAY_EPOCHS})")
+        raise ConfigValueError("SOLVER.SCHED", s.SCHED, f"one of {EPOCH_SCHEDULERS}: ClipTrainer's per-epoch "
+                                                        f"schedules (FastReID's are not supported by ClipTrainer)")
+    for key, value in (("WARMUP_ITERS", s.WARMUP_ITERS), ("DELAY_EPOCHS", s.DELAY_EPOCHS)):
+        if value != 0:
+            raise ConfigValueError(f"SOLVER.{key}", value, f"0: SOLVER.SCHED {s.SCHED} warms up per epoch "
+                                                           f"(SOLVER.WARMUP_EPOCHS)",
+                                   "Set SOLVER.WARMUP_ITERS 0 and SOLVER.DELAY_EPOCHS 0")
     return StageSpec(name="train", epochs=s.MAX_EPOCH, data="images", ims_per_batch=s.IMS_PER_BATCH, opt=s.OPT,
                      base_lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY, weight_decay_bias=s.WEIGHT_DECAY_BIAS,
                      bias_lr_factor=s.BIAS_LR_FACTOR, sched=s.SCHED, steps=tuple(s.STEPS), gamma=s.GAMMA,
                      warmup_factor=s.WARMUP_FACTOR, warmup_epochs=s.WARMUP_EPOCHS, eta_min_lr=s.ETA_MIN_LR,
-                     checkpoint_period=s.CHECKPOINT_PERIOD, eval_period=cfg.TEST.EVAL_PERIOD)
+                     checkpoint_period=s.CHECKPOINT_PERIOD, eval_period=cfg.TEST.EVAL_PERIOD, keys=SOLVER_KEYS)
 
 
 def stage_specs(cfg) -> List[StageSpec]:
@@ -128,7 +233,10 @@ def stage_specs(cfg) -> List[StageSpec]:
     names = tuple(cfg.STAGES.NAMES) if "STAGES" in cfg else ()
     if not names:
         return [solver_stage(cfg)]
+    if len({n.upper() for n in names}) != len(names):
+        raise ConfigValueError("STAGES.NAMES", names, "distinct stage names (each has its own STAGES.<NAME> node)")
     missing = [n for n in names if n.upper() not in cfg.STAGES]
     if missing:
-        raise KeyError(f"STAGES.NAMES lists {missing} but the config has no STAGES.{missing[0].upper()} node")
+        raise ConfigValueError("STAGES.NAMES", names, f"names of STAGES.<NAME> nodes; the config has no "
+                                                      f"STAGES.{missing[0].upper()}")
     return [_spec_from_node(n, cfg.STAGES[n.upper()]) for n in names]

@@ -13,6 +13,8 @@ from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import comm
 from PIL import UnidentifiedImageError
 
+from ..config.validate import (ConfigValueError, check_test_batch_size, registered_datasets, unknown_dataset_error,
+                               validate_train_config)
 from .transforms import build_clip_transforms
 
 __all__ = ["ReIDImageDataset", "build_dataset", "build_clip_train_set", "build_clip_test_loader", "datasets_root"]
@@ -55,13 +57,24 @@ class ReIDImageDataset(CommDataset):
                                f"Replace or remove the file.") from err
 
 
+def _dataset_key(cfg, name: str):
+    """``(key, value)`` of the config key that names dataset ``name``: DATASETS.NAMES (training) or DATASETS.TESTS."""
+    for key in ("NAMES", "TESTS"):
+        names = tuple(cfg.DATASETS[key])
+        if name in names:
+            return f"DATASETS.{key}", names
+    return "dataset name", name
+
+
 def build_dataset(cfg, name: str, **kwargs):
-    """Instantiate a registered dataset under :func:`datasets_root` (plus its config-driven arguments)."""
-    try:
-        dataset_cls = DATASET_REGISTRY.get(name)
-    except KeyError:
-        raise KeyError(f"dataset '{name}' is not registered in FastReID's DATASET_REGISTRY (registered: "
-                       f"{', '.join(sorted(k for k, _ in DATASET_REGISTRY))})") from None
+    """Instantiate a registered dataset under :func:`datasets_root` (plus its config-driven arguments).
+
+    An unregistered ``name`` raises :class:`~fastreid_clip.config.validate.ConfigValueError` naming the config key
+    it came from (DATASETS.NAMES or DATASETS.TESTS) and the registered names.
+    """
+    if name not in registered_datasets():
+        raise unknown_dataset_error(*_dataset_key(cfg, name), name)
+    dataset_cls = DATASET_REGISTRY.get(name)
     # A dataset whose constructor arguments come from the config provides ``kwargs_from_config(cfg)``.
     from_config = getattr(dataset_cls, "kwargs_from_config", None)
     return dataset_cls(root=datasets_root(), **(from_config(cfg) if from_config else {}), **kwargs)
@@ -70,22 +83,33 @@ def build_dataset(cfg, name: str, **kwargs):
 def build_clip_train_set(cfg) -> ReIDImageDataset:
     """Training images of ``DATASETS.NAMES`` (pids and cameras relabelled) with the CLIP train transform.
 
-    Batches are planned per epoch by the trainer (:mod:`fastreid_clip.data.samplers`), not by a FastReID sampler.
+    First runs :func:`~fastreid_clip.config.validate.validate_train_config`, so a bad config fails before any data
+    is generated or read. Batches are planned per epoch by the trainer (:mod:`fastreid_clip.data.samplers`), not by
+    a FastReID sampler.
     """
-    items = []
+    validate_train_config(cfg)
+    items, counts = [], []
     for name in cfg.DATASETS.NAMES:
         data = build_dataset(cfg, name, combineall=cfg.DATASETS.COMBINEALL)
         if comm.is_main_process():
             data.show_train()
         items.extend(data.train)
+        counts.append(f"{name}: {len(data.train)}")
+    if not items:
+        root = os.path.abspath(datasets_root())
+        raise ConfigValueError("DATASETS.NAMES", tuple(cfg.DATASETS.NAMES), "datasets with training images",
+                               f"Found no training images under the dataset root '{root}' ($FASTREID_DATASETS; "
+                               f"{', '.join(counts)} images): check that the data is there in the layout the "
+                               f"dataset expects")
     return ReIDImageDataset(items, build_clip_transforms(cfg, is_train=True), relabel=True)
 
 
 def build_clip_test_loader(cfg, dataset_name: str):
     """``(loader, num_query)`` over query + gallery of ``dataset_name`` with the CLIP test transform."""
+    batch_size = check_test_batch_size(cfg)
     data = build_dataset(cfg, dataset_name)
     if comm.is_main_process():
         data.show_test()
     test_set = ReIDImageDataset(data.query + data.gallery, build_clip_transforms(cfg, is_train=False), relabel=False)
-    return build_reid_test_loader(test_set=test_set, test_batch_size=cfg.TEST.IMS_PER_BATCH,
+    return build_reid_test_loader(test_set=test_set, test_batch_size=batch_size,
                                   num_query=len(data.query), num_workers=cfg.DATALOADER.NUM_WORKERS)

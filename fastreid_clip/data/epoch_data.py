@@ -17,6 +17,8 @@ class _EpochPlan:
     """Global batch size, seed and this process's place in the world, shared by the plans below."""
 
     def __init__(self, batch_size: int, seed: int, rank: int, world_size: int):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch size must be a positive integer, got {batch_size!r}")
         if batch_size % world_size:
             raise ValueError(f"batch size {batch_size} does not split over {world_size} processes")
         self.batch_size = batch_size
@@ -40,10 +42,20 @@ class ImageEpochs(_EpochPlan):
     def __init__(self, dataset: Dataset, batch_size: int, num_instances: int, num_workers: int, seed: int,
                  rank: int = 0, world_size: int = 1):
         super().__init__(batch_size, seed, rank, world_size)
+        if isinstance(num_instances, bool) or not isinstance(num_instances, int) or num_instances < 0:
+            raise ValueError(f"num_instances must be an integer >= 0 (0 = random batches), got {num_instances!r}")
         self.dataset = dataset
         self.pids = [item[1] for item in dataset.img_items]
         self.num_instances = num_instances
         self.num_workers = num_workers
+
+    @staticmethod
+    def instances_for(cfg, stage) -> int:
+        """``num_instances`` of ``stage``'s image batches from ``cfg`` (0 for ``TrainingSampler``), checked:
+        :func:`fastreid_clip.config.validate.pk_num_instances`."""
+        from ..config.validate import pk_num_instances
+
+        return pk_num_instances(cfg, stage)
 
     def global_batches(self, epoch: int) -> List[List[int]]:
         if self.num_instances:

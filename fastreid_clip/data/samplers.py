@@ -18,6 +18,12 @@ def _rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch)])
 
 
+def _check_positive(name: str, value) -> None:
+    """Sizes must be positive integers: a 0 batch would make the PK loop below draw empty batches forever."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 def pk_batches(pids: Sequence, num_instances: int, batch_size: int, seed: int, epoch: int) -> List[List[int]]:
     """CLIP-ReID's identity sampler for one epoch: global batches of ``P = batch_size / K`` ids x ``K`` images.
 
@@ -35,6 +41,8 @@ def pk_batches(pids: Sequence, num_instances: int, batch_size: int, seed: int, e
     Returns:
         Batches of ``batch_size`` dataset indices.
     """
+    _check_positive("batch_size", batch_size)
+    _check_positive("num_instances (DATALOADER.NUM_INSTANCE)", num_instances)
     if batch_size % num_instances:
         raise ValueError(f"batch size {batch_size} is not a multiple of DATALOADER.NUM_INSTANCE {num_instances}")
     num_ids = batch_size // num_instances
@@ -68,10 +76,16 @@ def random_batches(num_items: int, batch_size: int, seed: int, epoch: int, multi
     """A random permutation of ``num_items`` cut into minibatches of ``batch_size`` (CLIP-ReID stage 1).
 
     The last, partial minibatch is kept (as the reference does), truncated to a multiple of ``multiple_of`` (the
-    world size) so that every rank gets an equal slice; an empty remainder is dropped.
+    world size) so that every rank gets an equal slice; an empty remainder is dropped. No items: no batches.
     """
+    _check_positive("batch_size", batch_size)
+    _check_positive("multiple_of", multiple_of)
+    if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 0:
+        raise ValueError(f"num_items must be an integer >= 0, got {num_items!r}")
     order = _rng(seed, epoch).permutation(num_items)
     batches = [order[i:i + batch_size].tolist() for i in range(0, num_items, batch_size)]
+    if not batches:
+        return []
     last = batches[-1]
     batches[-1] = last[:len(last) - len(last) % multiple_of]
     return [b for b in batches if b]

@@ -1,4 +1,6 @@
-from .hooks import EvalBeforeTrain, RankVisualization, StageCheckpointer
+from .hooks import EvalBeforeTrain, RankVisualization, StageCheckpointer, StageJSONWriter, StagePeriodicWriter
+from .run_setup import default_setup, eval_output_dir
 from .trainer import AutocastTrainLoop, ClipTrainer
 
-__all__ = ["EvalBeforeTrain", "RankVisualization", "StageCheckpointer", "AutocastTrainLoop", "ClipTrainer"]
+__all__ = ["EvalBeforeTrain", "RankVisualization", "StageCheckpointer", "StageJSONWriter", "StagePeriodicWriter",
+           "default_setup", "eval_output_dir", "AutocastTrainLoop", "ClipTrainer"]

@@ -10,6 +10,7 @@ from fastreid.data.build import build_reid_test_loader
 from fastreid.utils import comm
 from tqdm import tqdm
 
+from ..config.validate import check_test_batch_size
 from ..data.build import ReIDImageDataset
 from ..data.transforms import build_clip_transforms
 
@@ -35,7 +36,7 @@ def cache_train_features(cfg, train_set: ReIDImageDataset, encode: Callable[[Dic
         ``([N, D] features, [N] labels)`` on ``device``; features in the autocast dtype (fp16 on CUDA).
     """
     dataset = ReIDImageDataset(train_set.img_items, build_clip_transforms(cfg, is_train=False), relabel=True)
-    loader, _ = build_reid_test_loader(test_set=dataset, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=0,
+    loader, _ = build_reid_test_loader(test_set=dataset, test_batch_size=check_test_batch_size(cfg), num_query=0,
                                        num_workers=cfg.DATALOADER.NUM_WORKERS)
     was_training = model.training
     model.eval()

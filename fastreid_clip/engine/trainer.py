@@ -29,13 +29,14 @@ import torch
 from fastreid.engine import DefaultTrainer, hooks
 from fastreid.engine.train_loop import SimpleTrainer, TrainerBase
 from fastreid.utils import comm
-from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.env import seed_all_rng
 from fastreid.utils.events import EventStorage
 from fastreid.utils.file_io import PathManager
 from fastreid.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
+from ..checkpoint import ClipCheckpointer, atomic_torch_save, load_model_weights, read_checkpoint
+from ..checkpoint.files import CheckpointError
 from ..config.stages import StageSpec, stage_specs
 from ..data.build import build_clip_test_loader, build_clip_train_set
 from ..data.epoch_data import FeatureEpochs, ImageEpochs
@@ -43,7 +44,7 @@ from ..evaluation import ChunkedReidEvaluator, inference_shard_sizes
 from ..solver import build_stage_optimizer, build_stage_scheduler
 from ..utils.distributed import broadcast_module
 from .feature_cache import cache_train_features
-from .hooks import EvalBeforeTrain, RankVisualization, StageCheckpointer
+from .hooks import EvalBeforeTrain, RankVisualization, StageCheckpointer, StagePeriodicWriter, StageJSONWriter
 
 __all__ = ["ClipTrainer", "AutocastTrainLoop"]
 
@@ -111,8 +112,9 @@ class ClipTrainer(DefaultTrainer):
         self.seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
         self.stage_index, self.start_epoch = 0, 0
         self._resume_checkpoint: Optional[dict] = None
+        self._finished_checkpoint: Optional[dict] = None  # set when --resume finds every stage already trained
         self._trainer: Optional[SimpleTrainer] = None  # built per stage
-        self.checkpointer = Checkpointer(self.raw_model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process())
+        self.checkpointer = ClipCheckpointer(self.raw_model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process())
         self.warmup_iters, self.delay_epochs = 0, 0
 
     @property
@@ -150,27 +152,41 @@ class ClipTrainer(DefaultTrainer):
 
     # ------------------------------------------------------------------ resume
     def resume_or_load(self, resume=True):
-        """Resume from ``OUTPUT_DIR/last_checkpoint`` (stage, epoch, optimizer and scheduler), or load
-        ``MODEL.WEIGHTS`` as initial weights (FastReID's non-strict load, missing keys are logged)."""
-        if not (resume and self.checkpointer.has_checkpoint()):
-            if self.cfg.MODEL.WEIGHTS:
-                self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
-            return
-        path = self.checkpointer.get_checkpoint_file()
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        self.raw_model.load_state_dict(checkpoint["model"], strict=True)
+        """Resume from the newest valid checkpoint in ``OUTPUT_DIR`` (stage, epoch, optimizer and scheduler), or
+        load ``MODEL.WEIGHTS`` as initial weights.
+
+        Resuming starts at the file ``last_checkpoint`` names; a damaged one (empty, truncated, checksum mismatch) is
+        named in a warning and the newest other valid checkpoint is used. Checkpoints load with
+        ``weights_only=True``. ``MODEL.WEIGHTS`` must fit the model exactly unless ``MODEL.WEIGHTS_PARTIAL``.
+        """
+        if resume:
+            path, checkpoint = self.checkpointer.newest_valid_checkpoint()
+            if path is not None:
+                self._resume_from(path, checkpoint)
+                return
+            logger.info("--resume: no checkpoint in %s, training from the start", self.cfg.OUTPUT_DIR)
+        if self.cfg.MODEL.WEIGHTS:
+            load_model_weights(self.raw_model, self.cfg.MODEL.WEIGHTS, partial=self.cfg.MODEL.WEIGHTS_PARTIAL)
+
+    def _resume_from(self, path: str, checkpoint: dict) -> None:
+        load_model_weights(self.raw_model, path, state=checkpoint["model"])
         names = [s.name for s in self.stages]
-        stage = checkpoint.get("stage", names[-1] if len(names) == 1 else None)
+        stage = checkpoint["stage"]
         if stage not in names:
             raise ValueError(f"checkpoint '{path}' was saved in stage {stage!r}, which is not one of this config's "
-                             f"stages {names}")
+                             f"stages {names} (STAGES.NAMES)")
         self.stage_index, self.start_epoch = names.index(stage), checkpoint["epoch"] + 1
         if self.start_epoch >= self.stages[self.stage_index].epochs:
             self.stage_index, self.start_epoch = self.stage_index + 1, 0
         else:
             self._resume_checkpoint = checkpoint
-        logger.info("Resuming from %s: stage %d/%d, epoch %d", path, self.stage_index + 1, len(self.stages),
-                    self.start_epoch)
+        if self.stage_index >= len(self.stages):
+            self._finished_checkpoint = checkpoint
+            logger.info("Resuming from %s: all %d stages are already trained", path, len(self.stages))
+        else:
+            logger.info("Resuming from %s: stage %d/%d '%s', epoch %d of %d (1-based)", path, self.stage_index + 1,
+                        len(self.stages), self.stages[self.stage_index].name, self.start_epoch + 1,
+                        self.stages[self.stage_index].epochs)
 
     # ------------------------------------------------------------------ training
     def train(self):
@@ -180,10 +196,32 @@ class ClipTrainer(DefaultTrainer):
             self.stage_index = index
             self._run_stage(self.stages[index], self.start_epoch if index == first else 0)
         self.start_epoch = 0
+        if self._finished_checkpoint is not None:
+            self._ensure_final_checkpoint(self._finished_checkpoint)
         if comm.is_main_process():
             return getattr(self, "_last_eval_results", None)
 
+    def _ensure_final_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed run whose stages were all trained still leaves a loadable ``model_final.pth``: a kill while it
+        was written (or a damaged copy) is repaired from the last stage's final checkpoint, which has the same
+        content."""
+        if not (comm.is_main_process() and self.cfg.OUTPUT_DIR):
+            return
+        path = os.path.join(self.cfg.OUTPUT_DIR, "model_final.pth")
+        try:
+            read_checkpoint(path)
+            logger.info("Training had already finished; %s is valid, nothing to train", path)
+            return
+        except (CheckpointError, FileNotFoundError) as err:
+            logger.warning("Training had already finished but %s; writing it again from the last checkpoint", err)
+        atomic_torch_save(checkpoint, path)  # a new checksum replaces the recorded one (same content)
+        self.checkpointer.tag_last_checkpoint("model_final.pth")
+
     def _set_trainable(self, stage: StageSpec) -> None:
+        from ..config.validate import check_trainable_prefixes
+
+        for spec in self.stages:  # every stage's TRAINABLE prefixes, so a typo fails before the first stage trains
+            check_trainable_prefixes(self.raw_model, spec)
         for name, param in self.raw_model.named_parameters():
             allowed = not stage.trainable or any(name.startswith(p) for p in stage.trainable)
             param.requires_grad_(allowed and id(param) not in self._always_frozen)
@@ -195,7 +233,7 @@ class ClipTrainer(DefaultTrainer):
             feats, labels = cache_train_features(self.cfg, self.train_set, self.raw_model.cache_features,
                                                  self.raw_model, self.device)
             return FeatureEpochs(feats, labels, stage.ims_per_batch, seed, rank, world)
-        instances = 0 if self.cfg.DATALOADER.SAMPLER_TRAIN == "TrainingSampler" else self.cfg.DATALOADER.NUM_INSTANCE
+        instances = ImageEpochs.instances_for(self.cfg, stage)  # 0 = random batches (TrainingSampler); checked
         return ImageEpochs(self.train_set, stage.ims_per_batch, instances, self.cfg.DATALOADER.NUM_WORKERS, seed,
                            rank, world)
 
@@ -233,8 +271,8 @@ class ClipTrainer(DefaultTrainer):
             self._trainer = AutocastTrainLoop(wrapped, [], optimizer, self.device.type, cfg.SOLVER.AMP.DTYPE)
         else:
             self._trainer = SimpleTrainer(wrapped, [], optimizer, None)
-        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
-                                         optimizer=optimizer, **self.scheduler)
+        self.checkpointer = ClipCheckpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
+                                             optimizer=optimizer, **self.scheduler)
         self.iters_per_epoch = data.nominal_iters()
         self.max_epoch = stage.epochs
         self.max_iter = stage.epochs * self.iters_per_epoch
@@ -279,7 +317,20 @@ class ClipTrainer(DefaultTrainer):
             ret.append(hooks.EvalHook(stage.eval_period, test_and_save_results))
         if comm.is_main_process():
             ret.append(StageCheckpointer(self.checkpointer, stage, self.stage_index, is_last_stage=last))
-            ret.append(hooks.PeriodicWriter(self.build_writers(), cfg.SOLVER.LOG_PERIOD))
+            ret.append(StagePeriodicWriter(self.build_stage_writers(stage), cfg.SOLVER.LOG_PERIOD))
         if last and cfg.TEST.RANK_VIS.ENABLED and comm.is_main_process():
             ret.append(RankVisualization(cfg, os.path.join(cfg.OUTPUT_DIR, "ranked_retrievals.jpg")))
         return ret
+
+    def build_stage_writers(self, stage: StageSpec):
+        """FastReID's writers (console, ``metrics.json``, TensorBoard) for one stage: every ``metrics.json`` record
+        names its stage and 1-based epoch (iterations count from 0 in each stage), and each stage's TensorBoard
+        events go to ``OUTPUT_DIR/tensorboard/<stage>`` (``OUTPUT_DIR`` itself for a single-stage run)."""
+        from fastreid.utils.events import CommonMetricPrinter, TensorboardXWriter
+
+        tb_dir = self.cfg.OUTPUT_DIR if len(self.stages) == 1 else os.path.join(self.cfg.OUTPUT_DIR, "tensorboard",
+                                                                                 stage.name)
+        return [CommonMetricPrinter(self.max_iter),
+                StageJSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), stage.name,
+                                lambda: self.epoch + 1),
+                TensorboardXWriter(tb_dir)]

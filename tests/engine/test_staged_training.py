@@ -5,13 +5,12 @@ import os
 import pytest
 import torch
 
-from conftest import tiny_cfg
+from conftest import TWO_STAGE_CONFIG, TWO_STAGE_SHORT, tiny_cfg
+from fastreid_clip.checkpoint import read_checkpoint
 from fastreid_clip.engine import ClipTrainer, StageCheckpointer
 
-CONFIG = "configs/Synthetic/clip_reid_vit_tiny.yml"
-SHORT = ["STAGES.PROMPT.EPOCHS", "2", "STAGES.IMAGE.EPOCHS", "3", "STAGES.IMAGE.STEPS", "[2]",
-         "STAGES.IMAGE.WARMUP_EPOCHS", "1", "STAGES.IMAGE.EVAL_PERIOD", "0", "STAGES.IMAGE.CHECKPOINT_PERIOD", "1",
-         "STAGES.PROMPT.CHECKPOINT_PERIOD", "1", "STAGES.PROMPT.IMS_PER_BATCH", "16"]
+CONFIG = TWO_STAGE_CONFIG
+SHORT = TWO_STAGE_SHORT
 
 
 class Killed(Exception):
@@ -28,7 +27,7 @@ def _train(out, *opts, resume=False):
 
 
 def _state(path):
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return read_checkpoint(str(path))["model"]
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +78,7 @@ def test_resume_gives_identical_weights(uninterrupted, tmp_path, monkeypatch, ki
     monkeypatch.setattr(StageCheckpointer, "after_epoch", original)
     with open(tmp_path / "last_checkpoint") as f:
         assert f.read().strip() == (f"model_{kill_stage}_final.pth" if kill_stage == "prompt"
-                                    else f"model_{kill_stage}_{kill_epoch:04d}.pth")
+                                    else f"model_{kill_stage}_{kill_epoch + 1:04d}.pth")  # 1-based names
     resumed = _train(str(tmp_path), resume=True)
     assert resumed.stages[resumed.stage_index].name == "image"
     expected = _state(os.path.join(uninterrupted, "model_final.pth"))

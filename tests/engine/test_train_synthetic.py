@@ -106,3 +106,36 @@ def test_amp_training_step_on_cpu(datasets_root, tmp_path):
     after = trainer.raw_model.backbone.visual.conv1.weight
     assert after.dtype == torch.float32 and not torch.equal(before, after)
     assert torch.isfinite(after).all()
+
+
+def test_weights_of_another_architecture_fail_unless_partial(trained, tmp_path):
+    """Before: FastReID's checkpointer logged one "Skip loading" line per parameter and training went on from random
+    weights. Now MODEL.WEIGHTS must fit exactly, or MODEL.WEIGHTS_PARTIAL loads what fits and says so."""
+    cfg, trained_trainer, _, _ = trained
+    state = trained_trainer.model.state_dict()
+    other_dataset = {k: (v[:20] if k.endswith("classifier.weight") else v) for k, v in state.items()}  # 20 ids
+    torch.save({"model": other_dataset}, tmp_path / "other_dataset.pth")
+    torch.save({"model": torch.nn.Linear(5, 3).state_dict()}, tmp_path / "foreign.pth")
+
+    def trainer_with(weights, partial):
+        run_cfg = tiny_cfg(str(tmp_path / f"run_{os.path.basename(weights)}_{partial}"), "MODEL.WEIGHTS", weights,
+                           "MODEL.WEIGHTS_PARTIAL", str(partial))
+        run_cfg.freeze()
+        return ClipTrainer(run_cfg)
+
+    with pytest.raises(ValueError, match=r"other_dataset.pth' \(MODEL.WEIGHTS\) does not fit.*2 shape mismatches"
+                                         r".*MODEL.WEIGHTS_PARTIAL True"):
+        trainer_with(str(tmp_path / "other_dataset.pth"), False).resume_or_load(resume=False)
+    for partial in (False, True):
+        with pytest.raises(ValueError, match=r"foreign.pth' \(MODEL.WEIGHTS\).*(does not fit|has no tensor that fits)"):
+            trainer_with(str(tmp_path / "foreign.pth"), partial).resume_or_load(resume=False)
+
+    trainer = trainer_with(str(tmp_path / "other_dataset.pth"), True)
+    init_classifier = trainer.raw_model.head.classifier.weight.detach().clone()
+    trainer.resume_or_load(resume=False)
+    loaded = trainer.raw_model.state_dict()
+    for key, value in state.items():
+        if key.endswith("classifier.weight"):
+            continue
+        assert torch.equal(loaded[key], value), key
+    assert torch.equal(loaded["head.classifier.weight"], init_classifier)  # kept its initialisation

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -22,10 +23,10 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .pos_embed import patch_grid, resize_pos_embed, square_grid
-from .weights import check_state_dict_matches, read_clip_state_dict
+from .pos_embed import check_patch_stride, patch_grid, resize_pos_embed, square_grid
+from .weights import check_state_dict_matches, describe_clip_state_dict, read_clip_state_dict
 
-__all__ = ["ClipGeometry", "build_clip_model", "register_model_configs", "is_vit"]
+__all__ = ["ClipGeometry", "build_clip_model", "register_model_configs", "is_vit", "vit_patch_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def is_vit(visual: nn.Module) -> bool:
 
 def _adapt_vit(visual: nn.Module, geometry: ClipGeometry, checkpoint_pos: Optional[torch.Tensor]) -> None:
     patch = visual.conv1.kernel_size[0]
-    stride = tuple(geometry.stride) if geometry.stride else (patch, patch)
+    stride = check_patch_stride(geometry.stride, patch) if geometry.stride is not None else (patch, patch)
     grid = patch_grid(geometry.image_size, patch, stride)
     table = checkpoint_pos if checkpoint_pos is not None else visual.positional_embedding.data
     src_grid = square_grid(table.shape[0] - 1, "ViT position table")
@@ -99,6 +100,25 @@ def _adapt_resnet(visual: nn.Module, geometry: ClipGeometry, checkpoint_pos: Opt
     visual.grid_size = grid
 
 
+class _DropOpenClipRandomInitWarning(logging.Filter):
+    """open_clip warns "No pretrained weights loaded ... initialized randomly" for ``pretrained=None``, even when we
+    load a local weight file right after: that line would be the only one a user sees about weights."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded for model" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_open_clip_random_init():
+    root = logging.getLogger()  # open_clip logs through the root logger
+    drop = _DropOpenClipRandomInitWarning()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
+
+
 def build_clip_model(
     arch: str,
     weights: Optional[str],
@@ -127,7 +147,8 @@ def build_clip_model(
             f"unknown open_clip architecture '{arch}' (MODEL.BACKBONE.CLIP_NAME); known CLIP towers include "
             f"ViT-B-16, ViT-B-32, ViT-L-14, RN50, RN101 and the test models ViT-Tiny-16, RN-Tiny"
         )
-    model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu)
+    with _quiet_open_clip_random_init():  # our own line below says which weights the model has
+        model = open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu)
     model.eval()
     checkpoint_pos = None
     if weights is not None:
@@ -137,7 +158,8 @@ def build_clip_model(
         checkpoint_pos = state_dict.pop(pos_key)
         incompatible = model.load_state_dict(state_dict, strict=False)
         assert list(incompatible.unexpected_keys) == [] and list(incompatible.missing_keys) == [pos_key]
-        logger.info("Loaded CLIP weights for %s from %s", arch, weights)
+        logger.info("Loaded CLIP weights for %s from %s: %d tensors (%s)", arch, weights, len(state_dict) + 1,
+                    describe_clip_state_dict(state_dict))
     else:
         logger.warning("CLIP architecture %s built with RANDOM weights (MODEL.BACKBONE.PRETRAIN False)", arch)
     if is_vit(model.visual):
@@ -145,6 +167,17 @@ def build_clip_model(
     else:
         _adapt_resnet(model.visual, geometry, checkpoint_pos)
     return model
+
+
+def vit_patch_size(arch: str) -> Optional[int]:
+    """The patch size of open_clip architecture ``arch`` if it is a ViT (None for a ResNet or an unknown name)."""
+    register_model_configs()
+    import open_clip
+
+    config = open_clip.get_model_config(arch) or {}
+    vision = config.get("vision_cfg", {})
+    layers = vision.get("layers")
+    return None if isinstance(layers, (list, tuple)) else vision.get("patch_size")
 
 
 def geometry_from_cfg(cfg, image_size: Optional[Sequence[int]] = None) -> ClipGeometry:

@@ -8,7 +8,21 @@ from typing import Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["patch_grid", "square_grid", "resize_pos_embed"]
+from ...config.validate import ConfigValueError
+
+__all__ = ["check_patch_stride", "patch_grid", "square_grid", "resize_pos_embed"]
+
+
+def check_patch_stride(stride: Sequence[int], patch_size: int,
+                       key: str = "MODEL.BACKBONE.STRIDE_SIZE") -> Tuple[int, int]:
+    """``(s_h, s_w)`` if ``stride`` is 2 integers in ``[1, patch_size]``, else :class:`ConfigValueError` naming
+    ``key`` (a stride above the patch size would skip pixels between patches)."""
+    values = tuple(stride) if isinstance(stride, (tuple, list)) else (stride,)
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= patch_size
+                                   for v in values):
+        raise ConfigValueError(key, stride, f"2 integers from 1 to the patch size {patch_size} (({patch_size}, "
+                                            f"{patch_size}) = CLIP's patches, (12, 12) = overlapping patches)")
+    return values
 
 
 def patch_grid(image_size: Sequence[int], patch_size: int, stride: Sequence[int]) -> Tuple[int, int]:
@@ -18,7 +32,7 @@ def patch_grid(image_size: Sequence[int], patch_size: int, stride: Sequence[int]
     stride 12 (CLIP-ReID's overlapping patches).
     """
     height, width = image_size
-    sh, sw = stride
+    sh, sw = check_patch_stride(stride, patch_size)
     if height < patch_size or width < patch_size:
         raise ValueError(f"input {height}x{width} is smaller than the {patch_size}x{patch_size} patch")
     return (height - patch_size) // sh + 1, (width - patch_size) // sw + 1

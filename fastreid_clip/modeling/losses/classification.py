@@ -22,6 +22,8 @@ def cross_entropy_label_smooth(logits: torch.Tensor, targets: torch.Tensor, epsi
     Returns:
         Scalar batch-mean loss.
     """
+    if not 0.0 <= epsilon < 1.0:
+        raise ValueError(f"label smoothing epsilon must be in [0, 1), got {epsilon!r}")
     log_probs = F.log_softmax(logits.float(), dim=1)
     nll = -log_probs.gather(1, targets.long().unsqueeze(1)).squeeze(1)
     uniform = -log_probs.mean(dim=1)

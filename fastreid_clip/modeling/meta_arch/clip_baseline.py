@@ -11,6 +11,7 @@ from fastreid.config import configurable
 from fastreid.modeling.backbones import build_backbone
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
+from ...config.validate import ConfigValueError, check_label_smoothing
 from ..backbones.features import ClipImageFeatures
 from ..heads import BNNeckClassifier
 from ..losses import batch_hard_triplet_loss, cross_entropy_label_smooth
@@ -48,8 +49,10 @@ class ClipBaseline(nn.Module):
                  test_feat_norm: bool = True):
         super().__init__()
         if num_classes <= 0:
-            raise ValueError("num_classes must be positive (MODEL.HEADS.NUM_CLASSES 0 is set from the training set "
-                             "by the trainer; set it yourself when building the model alone)")
+            raise ConfigValueError("MODEL.HEADS.NUM_CLASSES", num_classes, "the number of training identities (> 0)",
+                                   "ClipTrainer sets it from the training set and --eval-only from the checkpoint's "
+                                   "head.classifier.weight; set it yourself when building the model alone")
+        check_label_smoothing("MODEL.LOSSES.CE.EPSILON", label_smooth)
         if neck_feat not in ("before", "after"):
             raise ValueError(f"MODEL.HEADS.NECK_FEAT must be 'before' or 'after', got '{neck_feat}'")
         unknown = set(tri_features) - {"inter", "final", "proj"}

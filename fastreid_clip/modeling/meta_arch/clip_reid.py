@@ -8,6 +8,7 @@ import torch
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
+from ...config.validate import check_label_smoothing
 from ...utils.distributed import all_gather_cat
 from ..backbones import CLIPTextEncoder, build_clip_towers
 from ..losses import cross_entropy_label_smooth
@@ -48,6 +49,7 @@ class ClipReID(ClipBaseline):
                  i2t_epsilon: float = 0.1, supcon_temperature: float = 1.0, truncate_at_eot: bool = True,
                  **baseline):
         super().__init__(**baseline)
+        check_label_smoothing("MODEL.LOSSES.I2T.EPSILON", i2t_epsilon)
         self.text_encoder = text_encoder.freeze()
         self.prompt_learner = prompt_learner
         self.i2t_weight = i2t_weight
