@@ -22,7 +22,10 @@ only positives and candidates are turned into distances (:class:`_CosineDistance
 Order and ties. The gallery is ranked by ascending distance, and items at exactly the same float32 distance
 by ascending gallery index: the order of a *stable* sort of each distance row. FastReID argsorts with
 NumPy's default (unstable) sort, so with exact ties its metrics can differ from ours in the last digits;
-without ties they are equal. Distances are compared in float32, as FastReID's Cython ranker does.
+without ties, and ranking the same distances, they are equal up to FastReID's float32 arithmetic (its AP is
+a float32 mean). Distances are compared in float32, as FastReID's Cython ranker does. Our distances are
+FastReID's formulas but other matrix products than its one ``Q x G`` product (see :func:`feature_distance`),
+a few float32 ulps apart on some CPUs; items closer than that may be ranked in another order than FastReID's.
 
 Protocols. Market-1501 (default): gallery items with the query's identity *and* camera are removed; queries
 with no remaining positive are skipped (they do not count towards any metric). CUHK03 single-gallery-shot
@@ -127,7 +130,14 @@ def feature_distance(
     normalized: bool = False,
     reuse_output: bool = False,
 ) -> DistanceFn:
-    """Query-chunk distances computed exactly as FastReID's ``build_dist`` computes the full matrix.
+    """Query-chunk distances with the formulas of FastReID's ``build_dist``, in float32.
+
+    The products are a query chunk at a time and, on the CPU, ``_CPU_GEMM_COLUMNS`` gallery items at a time,
+    where ``build_dist`` makes one ``Q x G`` product; a BLAS may sum each dot product in another order for
+    another shape. So the distances equal ``build_dist``'s to within a few float32 ulps of the magnitude summed
+    (1 for cosine, ``|q|^2 + |g|^2`` for Euclidean): the tests found them bit-identical on the Intel Xeon the
+    project was developed on and up to 4 ulps apart on an AMD EPYC; they allow ``4 * D`` ulps (``D`` the
+    feature dimension).
 
     Args:
         query: ``[Q, D]`` float32 query features.
@@ -212,7 +222,7 @@ class _CosineDistance:
 
 
 def normalize_(features: torch.Tensor) -> torch.Tensor:
-    """L2-normalises rows in place, bit for bit like ``F.normalize(features, p=2, dim=1)``.
+    """L2-normalises rows in place with the operations of ``F.normalize(features, p=2, dim=1)`` (same bits).
 
     Args:
         features: ``[N, D]`` float32 features, overwritten.

@@ -4,6 +4,7 @@ import torch
 
 from fastreid_clip.modeling.backbones import ClipGeometry, CLIPTextEncoder, build_clip_model
 from fastreid_clip.modeling.prompts import IDPromptLearner
+from numeric import assert_close_ulps
 
 
 def _learner(tiny_weights, num_ids=5, n_ctx=4, class_word="person"):
@@ -38,6 +39,8 @@ def test_truncated_context_equals_full_context_features_and_gradients(tiny_weigh
         (feats * torch.linspace(-1, 1, feats.numel()).view_as(feats)).sum().backward()
         results.append((feats.detach(), learner.ctx.grad.clone()))
     (short, grad_short), (long, grad_long) = results
-    assert (short - long).abs().max().item() <= 1e-5
-    torch.testing.assert_close(grad_short, grad_long, rtol=1e-4, atol=1e-4)  # float32 summation-order noise
+    # 12 vs 77 tokens: other attention and GEMM shapes. Measured at most 5 ulps of the largest feature and
+    # gradient value apart (MKL / ATen paths and thread counts as for the towers, test_clip_backbones).
+    assert_close_ulps(short, long, 64)
+    assert_close_ulps(grad_short, grad_long, 64)
     assert grad_short[2].abs().sum() == 0 and grad_short[3].abs().sum() > 0
