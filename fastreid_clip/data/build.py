@@ -17,7 +17,8 @@ from ..config.validate import (ConfigValueError, check_test_batch_size, register
                                validate_train_config)
 from .transforms import build_clip_transforms
 
-__all__ = ["ReIDImageDataset", "build_dataset", "build_clip_train_set", "build_clip_test_loader", "datasets_root"]
+__all__ = ["ReIDImageDataset", "build_dataset", "build_clip_train_set", "build_clip_test_loader", "datasets_root",
+           "train_items", "query_gallery_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +89,12 @@ def build_clip_train_set(cfg) -> ReIDImageDataset:
     a FastReID sampler.
     """
     validate_train_config(cfg)
+    return ReIDImageDataset(train_items(cfg), build_clip_transforms(cfg, is_train=True), relabel=True)
+
+
+def train_items(cfg) -> List[tuple]:
+    """The ``(path, pid, camid)`` training items of every ``DATASETS.NAMES`` dataset (``DATASETS.COMBINEALL`` per
+    FastReID's rule), logged per dataset; an empty result is an error naming the datasets and the root."""
     items, counts = [], []
     for name in cfg.DATASETS.NAMES:
         data = build_dataset(cfg, name, combineall=cfg.DATASETS.COMBINEALL)
@@ -101,15 +108,21 @@ def build_clip_train_set(cfg) -> ReIDImageDataset:
                                f"Found no training images under the dataset root '{root}' ($FASTREID_DATASETS; "
                                f"{', '.join(counts)} images): check that the data is there in the layout the "
                                f"dataset expects")
-    return ReIDImageDataset(items, build_clip_transforms(cfg, is_train=True), relabel=True)
+    return items
+
+
+def query_gallery_items(cfg, dataset_name: str) -> Tuple[List[tuple], int]:
+    """``(query + gallery items, number of queries)`` of a test dataset, logged."""
+    data = build_dataset(cfg, dataset_name)
+    if comm.is_main_process():
+        data.show_test()
+    return data.query + data.gallery, len(data.query)
 
 
 def build_clip_test_loader(cfg, dataset_name: str):
     """``(loader, num_query)`` over query + gallery of ``dataset_name`` with the CLIP test transform."""
     batch_size = check_test_batch_size(cfg)
-    data = build_dataset(cfg, dataset_name)
-    if comm.is_main_process():
-        data.show_test()
-    test_set = ReIDImageDataset(data.query + data.gallery, build_clip_transforms(cfg, is_train=False), relabel=False)
+    items, num_query = query_gallery_items(cfg, dataset_name)
+    test_set = ReIDImageDataset(items, build_clip_transforms(cfg, is_train=False), relabel=False)
     return build_reid_test_loader(test_set=test_set, test_batch_size=batch_size,
-                                  num_query=len(data.query), num_workers=cfg.DATALOADER.NUM_WORKERS)
+                                  num_query=num_query, num_workers=cfg.DATALOADER.NUM_WORKERS)

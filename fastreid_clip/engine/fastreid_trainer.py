@@ -156,9 +156,8 @@ def _patch_loaders() -> None:
     import fastreid.engine.defaults as engine_defaults
     from fastreid.data.common import CommDataset
     from fastreid.data.transforms import build_transforms
-    from fastreid.utils import comm
 
-    from ..data.build import build_dataset
+    from ..data.build import query_gallery_items, train_items
 
     if not hasattr(data_build.build_reid_train_loader, _WRAPPED):
         train_loader = data_build.build_reid_train_loader
@@ -172,13 +171,7 @@ def _patch_loaders() -> None:
             kw.pop("train_set", None)
             transforms = kw.pop("transforms", None) or build_transforms(cfg, is_train=True)
             sampler = kw.pop("sampler", None)
-            items = []
-            for name in cfg.DATASETS.NAMES:
-                data = build_dataset(cfg, name, **kw)  # kw: FastReID's dataset arguments (combineall)
-                if comm.is_main_process():
-                    data.show_train()
-                items.extend(data.train)
-            train_set = CommDataset(items, transforms, relabel=True)
+            train_set = CommDataset(train_items(cfg), transforms, relabel=True)  # DATASETS.COMBINEALL as FastReID
             return train_loader(cfg, train_set=train_set, transforms=transforms, sampler=sampler)
 
         setattr(build_reid_train_loader, _WRAPPED, train_loader)
@@ -197,14 +190,10 @@ def _patch_loaders() -> None:
             dataset_name = rest[0] if rest else kw.pop("dataset_name", None)
             if dataset_name is None:
                 return test_loader(*args, **kwargs)  # FastReID's own error
-            kw.pop("test_set", None)
-            kw.pop("num_query", None)
             transforms = kw.pop("transforms", None) or build_transforms(cfg, is_train=False)
-            data = build_dataset(cfg, dataset_name, **kw)
-            if comm.is_main_process():
-                data.show_test()
-            test_set = CommDataset(data.query + data.gallery, transforms, relabel=False)
-            return test_loader(cfg, test_set=test_set, num_query=len(data.query), transforms=transforms)
+            items, num_query = query_gallery_items(cfg, dataset_name)
+            return test_loader(cfg, test_set=CommDataset(items, transforms, relabel=False), num_query=num_query,
+                               transforms=transforms)
 
         setattr(build_reid_test_loader, _WRAPPED, test_loader)
         for module in (data_build, data_pkg, engine_defaults):
