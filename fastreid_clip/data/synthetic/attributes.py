@@ -13,7 +13,9 @@ The caption follows the CLIP-SCGI template::
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,9 +144,23 @@ class IdentityAttributes:
         return dataclasses.asdict(self)
 
 
+@functools.lru_cache(maxsize=None)
+def _cdf(probs: tuple[float, ...]) -> tuple[float, ...]:
+    values = np.cumsum(np.asarray(probs, dtype=np.float64))
+    return tuple(float(v) for v in values / values[-1])
+
+
 def _pick(rng: np.random.Generator, options: tuple, probs: tuple[float, ...] | None = None):
-    """Draws one element of ``options`` (uniformly, or with the given probabilities)."""
-    return options[int(rng.choice(len(options), p=probs))]
+    """Draws one element of ``options`` (uniformly, or with the given probabilities).
+
+    The same draws as ``options[rng.choice(len(options), p=probs)]`` (numpy's ``Generator.choice`` takes
+    ``integers(0, n)`` without ``p``, and with ``p`` the right-bisection of one ``random()`` in the normalised
+    cumulative sum), without its per-call argument checks: about 3x faster, which matters when the pretraining
+    corpus reserves the tens of thousands of identities the ReID data can use (tested equal to ``choice``).
+    """
+    if probs is None:
+        return options[int(rng.integers(0, len(options)))]
+    return options[bisect.bisect_right(_cdf(probs), rng.random())]
 
 
 def sample_identity(rng: np.random.Generator) -> IdentityAttributes:
