@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 __all__ = ["CHECKSUM_KEY", "CheckpointError", "content_digest", "read_checkpoint", "describe_load_error",
-           "refused_global", "atomic_torch_save", "atomic_write_text", "is_temporary_file"]
+           "refused_global", "atomic_torch_save", "atomic_write_text", "atomic_write_bytes", "is_temporary_file"]
 
 CHECKSUM_KEY = "content_sha256"
 _TMP_PREFIX = ".tmp-"
@@ -165,3 +165,8 @@ def atomic_torch_save(data: Dict[str, Any], path: str, checksum: bool = True) ->
 def atomic_write_text(text: str, path: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     _atomic_write(path, lambda f: f.write(text), "w")
+
+
+def atomic_write_bytes(data: bytes, path: str) -> None:
+    """Write ``data`` to ``path`` atomically (e.g. a serialised safetensors file)."""
+    _atomic_write(path, lambda f: f.write(data), "wb")

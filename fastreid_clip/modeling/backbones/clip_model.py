@@ -155,7 +155,7 @@ def build_clip_model(
         state_dict = read_clip_state_dict(weights, arch, trust_torchscript=trust_torchscript)
         check_state_dict_matches(state_dict, model.state_dict(), weights, arch)
         pos_key = "visual.positional_embedding" if is_vit(model.visual) else "visual.attnpool.positional_embedding"
-        checkpoint_pos = state_dict.pop(pos_key)
+        checkpoint_pos = state_dict.pop(pos_key).float()  # fp16 files (OpenAI's archives): an fp32 table like the rest
         incompatible = model.load_state_dict(state_dict, strict=False)
         assert list(incompatible.unexpected_keys) == [] and list(incompatible.missing_keys) == [pos_key]
         logger.info("Loaded CLIP weights for %s from %s: %d tensors (%s)", arch, weights, len(state_dict) + 1,
