@@ -67,6 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-only", metavar="FILE", default=None,
                    help="only evaluate a .safetensors file this tool wrote (zero-shot, held-out split)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--save-dtype", choices=("float32", "float16"), default="float32",
+                   help="dtype of the floating-point tensors in the written .safetensors (float16 halves the file)")
     return p.parse_args(argv)
 
 
@@ -195,7 +197,9 @@ def main(argv=None) -> int:
         "final_loss_mean_last_50": sum(tail) / len(tail), "final_logit_scale": result.logit_scales[-1],
         "zero_shot": zero_shot,
     }
-    write_outputs(result.model, args.arch, args.image_size, args.out, name, report)
+    from fastreid_clip.pretrain.export import SAVE_DTYPES
+
+    write_outputs(result.model, args.arch, args.image_size, args.out, name, report, SAVE_DTYPES[args.save_dtype])
     print(f"wrote {paths['weights']}, {paths['config']} and {paths['report']}")
     return 0
 

@@ -24,7 +24,9 @@ import torch.nn as nn
 from ..checkpoint.files import atomic_write_bytes, atomic_write_text
 from .model import create_pretrain_model, open_clip_config
 
-__all__ = ["output_paths", "write_weights", "write_outputs", "load_pretrained"]
+__all__ = ["output_paths", "write_weights", "write_outputs", "load_pretrained", "SAVE_DTYPES"]
+
+SAVE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def output_paths(out_dir: str, name: str) -> Dict[str, str]:
@@ -32,21 +34,22 @@ def output_paths(out_dir: str, name: str) -> Dict[str, str]:
     return {"weights": base + ".safetensors", "config": base + ".json", "report": base + ".report.json"}
 
 
-def write_weights(model: nn.Module, path: str) -> None:
-    """``model.state_dict()`` as float32 safetensors, written atomically."""
+def write_weights(model: nn.Module, path: str, dtype: torch.dtype = torch.float32) -> None:
+    """``model.state_dict()`` as safetensors with floating-point tensors in ``dtype`` (float32, or float16 to halve
+    the file; the ReID loader and :func:`load_pretrained` read them back into float32 models), written atomically."""
     from safetensors.torch import save
 
-    state = {k: v.detach().to("cpu", torch.float32 if v.is_floating_point() else v.dtype).contiguous()
+    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in model.state_dict().items()}
     data = save(state, metadata={"format": "pt", "layout": "open_clip"})
     atomic_write_bytes(data, path)
 
 
 def write_outputs(model: nn.Module, arch: str, image_size: int, out_dir: str, name: str,
-                  report: Dict[str, Any]) -> Dict[str, str]:
+                  report: Dict[str, Any], dtype: torch.dtype = torch.float32) -> Dict[str, str]:
     paths = output_paths(out_dir, name)
     os.makedirs(out_dir, exist_ok=True)
-    write_weights(model, paths["weights"])
+    write_weights(model, paths["weights"], dtype)
     atomic_write_text(json.dumps(open_clip_config(arch, image_size), indent=4) + "\n", paths["config"])
     write_report(report, paths["report"])
     return paths

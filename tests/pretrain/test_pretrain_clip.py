@@ -232,3 +232,29 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     with pytest.raises(SystemExit):
         pretrain_clip.main(["--eval-only", str(tmp_path / "missing.safetensors")])
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["ViT-Tiny-16", "RN-Tiny"])
+def test_float16_file_loads_into_a_float32_model(arch, tmp_path):
+    """--save-dtype float16 halves the file; the ReID loader reads it into float32 parameters (the position
+    table too), equal to the float32 values rounded to float16."""
+    model = create_pretrain_model(arch, 64, seed=2)
+    paths = write_outputs(model, arch, 64, str(tmp_path), f"{arch}-synthetic", {"arch": arch}, torch.float16)
+    from safetensors.torch import load_file
+
+    assert all(v.dtype == torch.float16 for v in load_file(paths["weights"]).values() if v.is_floating_point())
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.CLIP_NAME = arch
+    cfg.MODEL.BACKBONE.PRETRAIN = True
+    cfg.MODEL.BACKBONE.PRETRAIN_PATH = paths["weights"]
+    cfg.INPUT.SIZE_TRAIN = [256, 128]
+    cfg.INPUT.SIZE_TEST = [256, 128]
+    towers = build_clip_towers(cfg)
+    assert all(p.dtype == torch.float32 for p in towers.image.parameters())
+    assert all(p.dtype == torch.float32 for p in towers.text.parameters())
+    assert torch.equal(towers.text.token_embedding.weight, model.token_embedding.weight.half().float())
+    table = towers.image.visual.positional_embedding if arch.startswith("ViT") else \
+        towers.image.visual.attnpool.positional_embedding
+    assert table.dtype == torch.float32
+    reloaded, _, _ = load_pretrained(paths["weights"])
+    assert all(p.dtype == torch.float32 for p in reloaded.parameters())
