@@ -107,6 +107,17 @@ def test_damaged_newest_checkpoint_falls_back(corpus, tmp_path):
     assert resumed.resumed_from == 2
 
 
+def reid_towers(arch, weights):
+    """``build_clip_towers`` at the ReID size 256x128 from a weight file (keys and shapes checked)."""
+    cfg = get_cfg()
+    cfg.MODEL.BACKBONE.CLIP_NAME = arch
+    cfg.MODEL.BACKBONE.PRETRAIN = True
+    cfg.MODEL.BACKBONE.PRETRAIN_PATH = weights
+    cfg.INPUT.SIZE_TRAIN = [256, 128]
+    cfg.INPUT.SIZE_TEST = [256, 128]
+    return build_clip_towers(cfg)
+
+
 @pytest.mark.parametrize("arch", ["ViT-Tiny-16", "RN-Tiny"])
 def test_written_safetensors_load_through_build_clip_towers(arch, tmp_path):
     model = create_pretrain_model(arch, 64, seed=1)
@@ -122,13 +133,7 @@ def test_written_safetensors_load_through_build_clip_towers(arch, tmp_path):
     assert set(saved) == set(open_clip.create_model(arch, pretrained=None).state_dict())  # open_clip's layout
     assert all(v.dtype == torch.float32 for v in saved.values() if v.is_floating_point())
 
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.CLIP_NAME = arch
-    cfg.MODEL.BACKBONE.PRETRAIN = True
-    cfg.MODEL.BACKBONE.PRETRAIN_PATH = paths["weights"]
-    cfg.INPUT.SIZE_TRAIN = [256, 128]
-    cfg.INPUT.SIZE_TEST = [256, 128]
-    towers = build_clip_towers(cfg)  # checks every key and shape against the architecture
+    towers = reid_towers(arch, paths["weights"])  # checks every key and shape against the architecture
     assert torch.equal(towers.text.token_embedding.weight, model.token_embedding.weight)
     visual = towers.image.visual
     if arch.startswith("ViT"):
@@ -243,13 +248,7 @@ def test_float16_file_loads_into_a_float32_model(arch, tmp_path):
     from safetensors.torch import load_file
 
     assert all(v.dtype == torch.float16 for v in load_file(paths["weights"]).values() if v.is_floating_point())
-    cfg = get_cfg()
-    cfg.MODEL.BACKBONE.CLIP_NAME = arch
-    cfg.MODEL.BACKBONE.PRETRAIN = True
-    cfg.MODEL.BACKBONE.PRETRAIN_PATH = paths["weights"]
-    cfg.INPUT.SIZE_TRAIN = [256, 128]
-    cfg.INPUT.SIZE_TEST = [256, 128]
-    towers = build_clip_towers(cfg)
+    towers = reid_towers(arch, paths["weights"])
     assert all(p.dtype == torch.float32 for p in towers.image.parameters())
     assert all(p.dtype == torch.float32 for p in towers.text.parameters())
     assert torch.equal(towers.text.token_embedding.weight, model.token_embedding.weight.half().float())
