@@ -126,24 +126,26 @@ def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
 
 
 @torch.no_grad()
+def _encode_in_batches(encode: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, batch_size: int,
+                       device, autocast_dtype: Optional[torch.dtype]) -> torch.Tensor:
+    out = []
+    for start in range(0, inputs.shape[0], batch_size):
+        with _autocast(device, autocast_dtype):
+            out.append(encode(inputs[start:start + batch_size].to(device)).float().cpu())
+    return torch.cat(out)
+
+
 def encode_images(pair, images_uint8: torch.Tensor, batch_size: int = 256, device=torch.device("cpu"),
                   autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """``[N, E]`` normalised embeddings (float32, CPU) of ``[N, 3, S, S]`` uint8 images."""
-    out = []
-    for start in range(0, images_uint8.shape[0], batch_size):
-        with _autocast(device, autocast_dtype):
-            out.append(pair.encode_image(normalize(images_uint8[start:start + batch_size].to(device))).float().cpu())
-    return torch.cat(out)
+    return _encode_in_batches(lambda x: pair.encode_image(normalize(x)), images_uint8, batch_size, device,
+                              autocast_dtype)
 
 
-@torch.no_grad()
 def encode_texts(pair, tokens: torch.Tensor, batch_size: int = 256, device=torch.device("cpu"),
                  autocast_dtype: Optional[torch.dtype] = None) -> torch.Tensor:
-    out = []
-    for start in range(0, tokens.shape[0], batch_size):
-        with _autocast(device, autocast_dtype):
-            out.append(pair.encode_text(tokens[start:start + batch_size].to(device)).float().cpu())
-    return torch.cat(out)
+    """``[N, E]`` normalised embeddings (float32, CPU) of ``[N, L]`` token ids."""
+    return _encode_in_batches(pair.encode_text, tokens, batch_size, device, autocast_dtype)
 
 
 def evaluate_zero_shot(pair, corpus, attributes: Any, arch: str, device=torch.device("cpu"),
