@@ -87,7 +87,9 @@ def test_images_are_256x128_rgb_jpegs(small):
 def test_meta_has_format_version_parameters_and_per_image_labels(small):
     meta = load_meta(small.dataset_dir)
     assert meta["format_version"] == synthetic_dataset.FORMAT_VERSION
-    assert meta["params"] == dataclasses.asdict(SyntheticParams(**SMALL))
+    expected = dataclasses.asdict(SyntheticParams(**SMALL))
+    del expected["train_domains"], expected["test_domains"]  # empty domain lists are not written
+    assert meta["params"] == expected
     assert len(meta["images"]) == SyntheticParams(**SMALL).num_images
     for rel, info in meta["images"].items():
         pid, camera, _ = FILE_NAME.match(os.path.basename(rel)).groups()
@@ -214,6 +216,28 @@ def test_domains_are_per_identity_and_all_present(small):
     assert train_domains == test_domains == set(range(SMALL["num_domains"]))
 
 
+def test_domain_split_films_train_and_test_identities_in_the_chosen_domains(tmp_path, small):
+    params = dict(SMALL, num_domains=4)
+    split = SyntheticReID(root=str(tmp_path), verbose=False, train_domains=(0, 1, 2), test_domains=(3,), **params)
+    train_domains = [split.domains[path] for path, _, _ in split.train]
+    test_domains = {split.domains[path] for path, _, _ in split.query + split.gallery}
+    assert set(train_domains) == {0, 1, 2} and test_domains == {3}
+    # Identities, cameras and file names do not depend on the split: only where each identity is filmed.
+    whole = SyntheticParams(**params)
+    assert [(s.rel_path, s.identity, s.camera) for s in synthetic_dataset._plan(split.params)] == \
+        [(s.rel_path, s.identity, s.camera) for s in synthetic_dataset._plan(whole)]
+    assert {info["caption"] for info in split.meta.values()} == {info["caption"] for info in small.meta.values()}
+    # The default (no split) keeps its old signature: meta.json has no domain-list keys.
+    assert "train_domains" not in whole.to_dict() and split.params.to_dict()["test_domains"] == [3]
+    assert SyntheticParams(**split.params.to_dict()) == split.params  # meta.json's lists read back
+    with pytest.raises(ValueError, match="test_domains"):
+        SyntheticParams(**params, test_domains=(4,))
+    with pytest.raises(ValueError, match="train_domains"):
+        SyntheticParams(**params, train_domains=(1, 1))
+    with pytest.raises(TypeError, match="train_domains"):
+        SyntheticParams(**params, train_domains=(1.0,))
+
+
 def test_domains_are_visually_distinct(small):
     paths = [path for path, _, _ in _all_items(small)]
     colours = np.stack([_border_colour(path) for path in paths])
@@ -292,6 +316,10 @@ def test_config_keys_map_to_constructor_kwargs(tmp_path):
     assert synthetic_kwargs_from_cfg(cfg) == {
         k: v for k, v in dataclasses.asdict(SyntheticParams()).items() if k not in ("height", "width")
     }
+    cfg.merge_from_list(["DATASETS.SYNTHETIC.TRAIN_DOMAINS", "(0, 1)", "DATASETS.SYNTHETIC.TEST_DOMAINS", "(2,)"])
+    assert synthetic_kwargs_from_cfg(cfg)["train_domains"] == (0, 1)
+    assert synthetic_kwargs_from_cfg(cfg)["test_domains"] == (2,)
+    cfg.merge_from_list(["DATASETS.SYNTHETIC.TRAIN_DOMAINS", "()", "DATASETS.SYNTHETIC.TEST_DOMAINS", "()"])
     cfg.merge_from_list(["DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "3", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "2",
                          "DATASETS.SYNTHETIC.NUM_CAMERAS", "3", "DATASETS.SYNTHETIC.CAMERAS_PER_ID", "2",
                          "DATASETS.SYNTHETIC.IMAGES_PER_ID_CAMERA", "1", "DATASETS.SYNTHETIC.NUM_DOMAINS", "2",

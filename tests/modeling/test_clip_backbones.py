@@ -1,5 +1,7 @@
 """CLIP backbones: parity with open_clip, position-table geometry, SIE, weight-file errors."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -175,6 +177,20 @@ def test_missing_weight_file_names_file_and_arch(tmp_path):
     missing = str(tmp_path / "nope" / "ViT-B-16.safetensors")
     with pytest.raises(WeightFileError, match=r"nope/ViT-B-16.safetensors.*'ViT-Tiny-16'.*PRETRAIN_PATH"):
         build_clip_model("ViT-Tiny-16", missing, ClipGeometry())
+
+
+def test_relative_weight_path_is_also_looked_up_from_the_project_root(tmp_path, monkeypatch):
+    from fastreid_clip.modeling.backbones.weights import PROJECT_ROOT, resolve_weight_path
+
+    shipped = "weights/synthetic_clip/ViT-Tiny-16-synthetic.safetensors"  # what configs/Synthetic/ name
+    monkeypatch.chdir(tmp_path)  # not the repository: the relative path does not exist from here
+    assert resolve_weight_path(shipped) == os.path.join(PROJECT_ROOT, shipped)
+    local = tmp_path / "weights" / "synthetic_clip" / "ViT-Tiny-16-synthetic.safetensors"
+    local.parent.mkdir(parents=True)
+    local.write_bytes(b"")
+    assert resolve_weight_path(shipped) == shipped  # the working directory wins where the file exists there
+    with pytest.raises(WeightFileError, match=rf"weights/none.safetensors.*does not exist \(looked in {tmp_path} and"):
+        build_clip_model("ViT-Tiny-16", "weights/none.safetensors", ClipGeometry())
 
 
 def test_weight_file_for_another_architecture(tiny_weights):

@@ -77,6 +77,13 @@ def generator_digest() -> str:
     return digest.hexdigest()[:12]
 
 
+_DOMAIN_LISTS = ("train_domains", "test_domains")
+
+
+def _is_plain_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @dataclass(frozen=True)
 class SyntheticParams:
     """Everything the generated data set depends on.
@@ -92,6 +99,11 @@ class SyntheticParams:
         width: Image width in pixels.
         seed: Generation seed (>= 0); the data set is a pure function of all these parameters (and of the
             drawing code, see :func:`generator_digest`).
+        train_domains: Domains the training identities are dealt to, in turn (``()`` = every domain).
+        test_domains: Domains the test (query/gallery) identities are dealt to (``()`` = every domain). Disjoint
+            lists give a domain-generalisation split: e.g. 4 domains, train on ``(0, 1, 2)``, test on ``(3,)``.
+            Which identities exist and how they look does not depend on these two lists, only where they are
+            filmed.
     """
 
     num_train_ids: int = 60
@@ -103,11 +115,18 @@ class SyntheticParams:
     height: int = 256
     width: int = 128
     seed: int = 0
+    train_domains: tuple = ()
+    test_domains: tuple = ()
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
-            if not isinstance(getattr(self, field.name), int) or isinstance(getattr(self, field.name), bool):
-                raise TypeError(f"{field.name} must be an int, got {getattr(self, field.name)!r}")
+            value = getattr(self, field.name)
+            if field.name in _DOMAIN_LISTS:
+                if not isinstance(value, (tuple, list)) or not all(_is_plain_int(d) for d in value):
+                    raise TypeError(f"{field.name} must be a tuple of domain indices, got {value!r}")
+                object.__setattr__(self, field.name, tuple(value))
+            elif not _is_plain_int(value):
+                raise TypeError(f"{field.name} must be an int, got {value!r}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
         if self.num_train_ids < 1 or self.num_test_ids < 1:
@@ -122,6 +141,11 @@ class SyntheticParams:
             )
         if self.images_per_id_camera < 1 or self.num_domains < 1:
             raise ValueError("images_per_id_camera and num_domains must be >= 1")
+        for name in _DOMAIN_LISTS:
+            domains = getattr(self, name)
+            if any(not 0 <= d < self.num_domains for d in domains) or len(set(domains)) != len(domains):
+                raise ValueError(f"{name} must list distinct domain indices in [0, num_domains={self.num_domains}), "
+                                 f"got {domains}")
         if self.height < 32 or self.width < 16:
             raise ValueError(f"images must be at least 32 x 16 pixels, got {self.height} x {self.width}")
         if self.num_images > 999999:
@@ -132,8 +156,21 @@ class SyntheticParams:
         """Total number of images (train + query + gallery)."""
         return (self.num_train_ids + self.num_test_ids) * self.cameras_per_id * self.images_per_id_camera
 
+    def domains_of(self, train: bool) -> tuple:
+        """The domains the training (``train=True``) or test identities are dealt to."""
+        domains = self.train_domains if train else self.test_domains
+        return domains or tuple(range(self.num_domains))
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The parameters as JSON values; empty domain lists (the default) are left out, so the signature and
+        ``meta.json`` of a data set without a domain split are those of the code before the split existed."""
+        values = dataclasses.asdict(self)
+        for name in _DOMAIN_LISTS:
+            if values[name]:
+                values[name] = list(values[name])
+            else:
+                del values[name]
+        return values
 
     def signature(self) -> str:
         """A short hexadecimal digest of the parameters and of :func:`generator_digest` (a cache directory name)."""
@@ -153,9 +190,12 @@ class _ImageSpec:
 
 
 def _identity_domain(identity: int, params: SyntheticParams) -> int:
-    """Training and test identities are each dealt to the domains in turn, so both splits cover all."""
-    index = identity if identity < params.num_train_ids else identity - params.num_train_ids
-    return index % params.num_domains
+    """Training and test identities are each dealt in turn to their split's domains (by default every domain, so
+    both splits cover all)."""
+    is_train = identity < params.num_train_ids
+    index = identity if is_train else identity - params.num_train_ids
+    domains = params.domains_of(is_train)
+    return domains[index % len(domains)]
 
 
 def _plan(params: SyntheticParams) -> list[_ImageSpec]:
@@ -372,6 +412,8 @@ class SyntheticReID(ImageDataset):
         height: int = SyntheticParams.height,
         width: int = SyntheticParams.width,
         seed: int = SyntheticParams.seed,
+        train_domains: tuple = (),
+        test_domains: tuple = (),
         **kwargs,
     ):
         self.root = root
@@ -385,6 +427,8 @@ class SyntheticReID(ImageDataset):
             height=height,
             width=width,
             seed=seed,
+            train_domains=tuple(train_domains),
+            test_domains=tuple(test_domains),
         )
         self.dataset_dir = osp.abspath(osp.join(root, "synthetic_reid", self.params.signature()))
         generate_synthetic_reid(self.dataset_dir, self.params, verbose=kwargs.get("verbose", True))
@@ -426,6 +470,10 @@ def add_synthetic_config(cfg: CfgNode) -> None:
     _C.DATASETS.SYNTHETIC.NUM_DOMAINS = defaults.num_domains
     # Generation seed: the data set is a deterministic function of these keys.
     _C.DATASETS.SYNTHETIC.SEED = defaults.seed
+    # Domains the training / test identities are filmed in (() = every domain). Disjoint lists make a
+    # domain-generalisation split, e.g. NUM_DOMAINS 4, TRAIN_DOMAINS (0, 1, 2), TEST_DOMAINS (3,).
+    _C.DATASETS.SYNTHETIC.TRAIN_DOMAINS = ()
+    _C.DATASETS.SYNTHETIC.TEST_DOMAINS = ()
 
 
 def synthetic_kwargs_from_cfg(cfg: CfgNode) -> dict:
@@ -436,7 +484,8 @@ def synthetic_kwargs_from_cfg(cfg: CfgNode) -> dict:
 
     Returns:
         ``{"num_train_ids": int, "num_test_ids": int, "num_cameras": int, "cameras_per_id": int,
-        "images_per_id_camera": int, "num_domains": int, "seed": int}``.
+        "images_per_id_camera": int, "num_domains": int, "seed": int, "train_domains": tuple,
+        "test_domains": tuple}``.
     """
     node = cfg.DATASETS.SYNTHETIC
     return {
@@ -447,4 +496,6 @@ def synthetic_kwargs_from_cfg(cfg: CfgNode) -> dict:
         "images_per_id_camera": node.IMAGES_PER_ID_CAMERA,
         "num_domains": node.NUM_DOMAINS,
         "seed": node.SEED,
+        "train_domains": tuple(node.TRAIN_DOMAINS),
+        "test_domains": tuple(node.TEST_DOMAINS),
     }

@@ -19,6 +19,7 @@ import torch
 
 __all__ = [
     "WeightFileError",
+    "resolve_weight_path",
     "is_torchscript_archive",
     "read_clip_state_dict",
     "check_state_dict_matches",
@@ -42,6 +43,20 @@ def is_torchscript_archive(path: str) -> bool:
     with zipfile.ZipFile(path) as archive:
         names = archive.namelist()
     return any(n.endswith("constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+# The repository root (the folder holding ``fastreid_clip/`` and ``weights/``).
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+def resolve_weight_path(path: str) -> str:
+    """``path`` itself when it exists; a relative path that does not exist from the working directory is also
+    looked up from the project root, so the configs' ``weights/synthetic_clip/...`` files are found from anywhere.
+    Returns ``path`` unchanged when neither exists (the caller's error names it)."""
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = os.path.join(PROJECT_ROOT, path)
+    return candidate if os.path.exists(candidate) else path
 
 
 def _strip_prefix(state_dict: Mapping[str, torch.Tensor], prefix: str) -> Dict[str, torch.Tensor]:
@@ -71,9 +86,11 @@ def read_clip_state_dict(path: str, arch: str, trust_torchscript: bool = False) 
             f"file for the open_clip architecture '{arch}' (for example OpenAI's ViT-B-16.pt or an open_clip "
             f".bin/.safetensors), or set MODEL.BACKBONE.PRETRAIN False to train from random initialisation."
         )
+    path = resolve_weight_path(path)
     if not os.path.isfile(path):
+        where = "" if os.path.isabs(path) else f" (looked in {os.getcwd()} and {PROJECT_ROOT})"
         raise WeightFileError(
-            f"CLIP weight file '{path}' (MODEL.BACKBONE.PRETRAIN_PATH, architecture '{arch}') does not exist. "
+            f"CLIP weight file '{path}' (MODEL.BACKBONE.PRETRAIN_PATH, architecture '{arch}') does not exist{where}. "
             f"Download the weights for '{arch}' once on a machine with internet access and point "
             f"MODEL.BACKBONE.PRETRAIN_PATH at the local file; this project never downloads weights."
         )

@@ -1,0 +1,319 @@
+#!/usr/bin/env python
+"""Train every method that has a synthetic config from the shipped synthetic CLIP and print one table.
+
+Rows: every ``configs/Synthetic/*.yml`` (each starts from ``weights/synthetic_clip/``), plus the CLIP baseline from
+random initialisation (the acceptance reference: pretraining must help), each trained with ``SEED 0``. Every row
+must spend the same image-stage budget (epochs x batch of the stage that fine-tunes the image encoder; the tool
+refuses rows that differ). A meta-architecture with several inference modes (a class attribute
+``INFERENCE_MODES = {mode: [config overrides]}``) gets one row per mode, all from the same trained weights.
+
+Two tables:
+
+* **in-domain**: the synthetic data of the configs (3 domains, training and test identities in all of them);
+* **domain generalisation**: 4 domains, training identities filmed in domains 0-2, test identities only in the
+  held-out domain 3 (``DATASETS.SYNTHETIC.TRAIN_DOMAINS/TEST_DOMAINS``; same identity counts as in-domain).
+
+Columns: mAP, Rank-1, mINP (%); ``train s`` = wall time of ``ClipTrainer.train()`` (every stage, the prompt stage's
+feature cache included; data generation and evaluation excluded); ``test img/s`` = query + gallery images / wall
+time of the evaluation (loading, feature extraction, ranking).
+
+Each run is a child process (``--worker``) writing ``<output-dir>/<table>/<row>/result.json``; a rerun reuses the
+results of unchanged runs (same config, overrides and code version) unless ``--fresh``. Examples::
+
+    python tools/benchmark_methods.py                       # both tables (about 30 min on 2 CPU cores)
+    python tools/benchmark_methods.py --tables in_domain --only clip_reid_vit_tiny
+    python tools/benchmark_methods.py --quick                # a 1-epoch smoke run of every row (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+SYNTHETIC_CONFIGS = os.path.join(ROOT, "configs", "Synthetic")
+# The random-init reference row: the baseline ViT config without its weight file (same lr and schedule).
+RANDOM_INIT = {"clip_baseline_vit_tiny": ["MODEL.BACKBONE.PRETRAIN", "False"]}
+DG_OVERRIDES = ["DATASETS.SYNTHETIC.NUM_DOMAINS", "4", "DATASETS.SYNTHETIC.TRAIN_DOMAINS", "(0, 1, 2)",
+                "DATASETS.SYNTHETIC.TEST_DOMAINS", "(3,)"]
+TABLES = {"in_domain": [], "dg": DG_OVERRIDES}
+TABLE_TITLES = {"in_domain": "In-domain (3 domains, train and test identities in all)",
+                "dg": "Domain generalisation (train: domains 0-2, test: held-out domain 3)"}
+# Smoke-test budget: small data, one epoch per stage.
+QUICK_OVERRIDES = ["DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "16", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "8",
+                   "DATASETS.SYNTHETIC.IMAGES_PER_ID_CAMERA", "2", "TEST.IMS_PER_BATCH", "64"]
+RUN_OVERRIDES = ["SEED", "0", "TEST.EVAL_INIT", "False", "TEST.RANK_VIS.ENABLED", "False"]
+
+
+@dataclass
+class Run:
+    """One training run: a config, its overrides, and where it writes."""
+
+    name: str
+    config: str
+    overrides: List[str] = field(default_factory=list)
+
+    def spec(self, output_dir: str) -> Dict:
+        return {"name": self.name, "config": self.config, "overrides": self.overrides, "output_dir": output_dir}
+
+
+def code_version() -> str:
+    """Digest of the package sources, configs and weights: results of another code version are not reused."""
+    digest = hashlib.sha1()
+    patterns = ("fastreid_clip/**/*.py", "configs/**/*.yml", "weights/**/*.safetensors", "tools/benchmark_methods.py")
+    for pattern in patterns:
+        for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):
+            digest.update(path[len(ROOT):].encode())
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    return digest.hexdigest()[:12]
+
+
+def discover_runs(only: Sequence[str] = ()) -> List[Run]:
+    """Every synthetic config, ViT ones first, each in file-name order; the random-init reference row right before
+    the config it is made from."""
+    runs = []
+    paths = sorted(glob.glob(os.path.join(SYNTHETIC_CONFIGS, "*.yml")))
+    is_resnet = {path: load_config(Run("", path)).MODEL.BACKBONE.CLIP_NAME.startswith("RN") for path in paths}
+    for path in sorted(paths, key=lambda p: (is_resnet[p], p)):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        rel = os.path.relpath(path, ROOT)
+        if stem in RANDOM_INIT:
+            runs.append(Run(f"{stem}_random_init", rel, list(RANDOM_INIT[stem])))
+        runs.append(Run(stem, rel))
+    if only:
+        unknown = set(only) - {r.name for r in runs}
+        if unknown:
+            raise SystemExit(f"--only: unknown run names {sorted(unknown)}; known: {[r.name for r in runs]}")
+        runs = [r for r in runs if r.name in only]
+    return runs
+
+
+def load_config(run: Run, extra: Sequence[str] = ()):
+    from fastreid_clip.config import get_cfg, merge_config_file
+
+    cfg = get_cfg()
+    merge_config_file(cfg, os.path.join(ROOT, run.config), list(run.overrides) + list(extra))
+    return cfg
+
+
+def image_stage_budget(cfg) -> str:
+    """``epochs x batch`` of the stage that trains the image encoder (the last images stage)."""
+    from fastreid_clip.config.stages import stage_specs
+
+    stage = [s for s in stage_specs(cfg) if s.data == "images"][-1]
+    return f"{stage.epochs} x {stage.ims_per_batch}"
+
+
+def quick_overrides(cfg) -> List[str]:
+    """One epoch per stage, no lr milestones or warm-up: a smoke run of the whole pipeline."""
+    from fastreid_clip.config.stages import stage_specs
+
+    out = list(QUICK_OVERRIDES)
+    for stage in stage_specs(cfg):
+        prefix = "SOLVER" if stage.name == "train" and not tuple(cfg.STAGES.NAMES) else f"STAGES.{stage.name.upper()}"
+        epochs = "MAX_EPOCH" if prefix == "SOLVER" else "EPOCHS"
+        out += [f"{prefix}.{epochs}", "1", f"{prefix}.STEPS", "()", f"{prefix}.WARMUP_EPOCHS", "0"]
+        out += ["TEST.EVAL_PERIOD" if prefix == "SOLVER" else f"{prefix}.EVAL_PERIOD", "0"]
+        out += [f"{prefix}.CHECKPOINT_PERIOD", "1"]
+    return out
+
+
+def no_eval_during_training(cfg) -> List[str]:
+    """Every stage's evaluation period 0: the worker evaluates once after training, timed separately."""
+    from fastreid_clip.config.stages import stage_specs
+
+    if not tuple(cfg.STAGES.NAMES):
+        return ["TEST.EVAL_PERIOD", "0"]
+    return [item for s in stage_specs(cfg) for item in (f"STAGES.{s.name.upper()}.EVAL_PERIOD", "0")]
+
+
+def describe_run(cfg, run: Run) -> str:
+    bb = cfg.MODEL.BACKBONE
+    init = "random init" if not bb.PRETRAIN else os.path.basename(bb.PRETRAIN_PATH)
+    return f"{cfg.MODEL.META_ARCHITECTURE} ({bb.CLIP_NAME}, {init})"
+
+
+# ---------------------------------------------------------------------------------------------------- worker
+def worker(spec_path: str) -> None:
+    """Train one run and evaluate it in every inference mode; write ``result.json`` next to ``spec_path``."""
+    import torch
+
+    import fastreid_clip  # noqa: F401
+    from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+    from fastreid.utils.logger import setup_logger
+
+    from fastreid_clip.checkpoint import load_model_weights
+    from fastreid_clip.engine import ClipTrainer
+
+    with open(spec_path) as f:
+        spec = json.load(f)
+    run = Run(spec["name"], spec["config"], spec["overrides"])
+    cfg = load_config(run)
+    extra = RUN_OVERRIDES + no_eval_during_training(cfg) + ["OUTPUT_DIR", spec["output_dir"]]
+    cfg = load_config(run, extra)
+    setup_logger(spec["output_dir"], distributed_rank=0, name="fastreid")
+    setup_logger(spec["output_dir"], distributed_rank=0, name="fastreid_clip")
+
+    trainer = ClipTrainer(cfg)
+    trainer.resume_or_load(resume=False)
+    start = time.perf_counter()
+    trainer.train()
+    train_seconds = time.perf_counter() - start
+    cfg = trainer.cfg  # NUM_CLASSES / NUM_CAMERAS filled from the training set
+    trained = trainer.raw_model.state_dict()
+
+    meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
+    modes: Dict[str, List[str]] = dict(getattr(meta_arch, "INFERENCE_MODES", None) or {"": []})
+    rows = []
+    for mode, overrides in modes.items():
+        eval_cfg = cfg.clone()
+        eval_cfg.defrost()
+        eval_cfg.merge_from_list(list(overrides) + ["MODEL.BACKBONE.PRETRAIN", "False"])
+        eval_cfg.freeze()
+        model = ClipTrainer.build_model(eval_cfg)
+        load_model_weights(model, "trained weights of this run", state=trained)
+        model.eval()
+        test_images = sum(len(ClipTrainer.build_test_loader(eval_cfg, name)[0].dataset)
+                          for name in eval_cfg.DATASETS.TESTS)
+        start = time.perf_counter()
+        with torch.no_grad():
+            results = ClipTrainer.test(eval_cfg, model)
+        eval_seconds = time.perf_counter() - start
+        if len(eval_cfg.DATASETS.TESTS) > 1 or "mAP" not in results:
+            results = next(iter(results.values()))
+        rows.append({"mode": mode, "mAP": results["mAP"], "Rank-1": results["Rank-1"], "mINP": results["mINP"],
+                     "test_images": test_images, "eval_seconds": eval_seconds})
+    result = {"spec": spec, "label": describe_run(cfg, run), "budget": image_stage_budget(cfg),
+              "train_seconds": train_seconds, "rows": rows, "threads": torch.get_num_threads()}
+    with open(os.path.join(os.path.dirname(spec_path), "result.json"), "w") as f:
+        json.dump(result, f, indent=1)
+
+
+# ---------------------------------------------------------------------------------------------------- driver
+def machine_description() -> str:
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def run_table(table: str, runs: List[Run], output_dir: str, quick: bool, fresh: bool, version: str) -> List[Dict]:
+    results = []
+    for run in runs:
+        overrides = list(run.overrides) + TABLES[table]
+        cfg = load_config(Run(run.name, run.config, overrides))
+        if quick:
+            overrides += quick_overrides(cfg)
+        run_dir = os.path.join(output_dir, table, run.name)
+        spec = Run(run.name, run.config, overrides).spec(os.path.join(run_dir, "train"))
+        spec["code_version"] = version
+        result_path = os.path.join(run_dir, "result.json")
+        if not fresh and os.path.isfile(result_path):
+            with open(result_path) as f:
+                previous = json.load(f)
+            if previous.get("spec") == spec:
+                print(f"[{table}] {run.name}: reusing {result_path}", flush=True)
+                results.append(previous)
+                continue
+        os.makedirs(run_dir, exist_ok=True)
+        spec_path = os.path.join(run_dir, "spec.json")
+        with open(spec_path, "w") as f:
+            json.dump(spec, f, indent=1)
+        if os.path.exists(result_path):
+            os.remove(result_path)
+        print(f"[{table}] {run.name}: training ({run.config} {' '.join(overrides)}); log in "
+              f"{os.path.join(run_dir, 'train', 'log.txt')}", flush=True)
+        start = time.perf_counter()
+        with open(os.path.join(run_dir, "worker.log"), "w") as log:
+            code = subprocess.call([sys.executable, os.path.abspath(__file__), "--worker", spec_path],
+                                   stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        if code != 0 or not os.path.isfile(result_path):
+            raise SystemExit(f"[{table}] {run.name} failed (exit {code}); see {os.path.join(run_dir, 'worker.log')}")
+        with open(result_path) as f:
+            result = json.load(f)
+        first = result["rows"][0]
+        print(f"[{table}] {run.name}: mAP {first['mAP']:.1f}, R1 {first['Rank-1']:.1f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        results.append(result)
+    check_same_budget(table, results)
+    return results
+
+
+def check_same_budget(table: str, results: List[Dict]) -> None:
+    """Every row of a table must have trained its image encoder for the same epochs x batch."""
+    budgets = {r["budget"] for r in results}
+    if len(budgets) > 1:
+        raise SystemExit(f"[{table}] rows differ in image-stage budget (epochs x batch): "
+                         f"{ {r['spec']['name']: r['budget'] for r in results} }; give every synthetic config the "
+                         f"same image-stage schedule")
+
+
+def markdown_table(results: List[Dict]) -> str:
+    lines = ["| method | run | mAP | Rank-1 | mINP | train s | test img/s |", "|---|---|---|---|---|---|---|"]
+    for result in results:
+        for row in result["rows"]:
+            label = result["label"] + (f", {row['mode']} inference" if row["mode"] else "")
+            lines.append(f"| {label} | `{result['spec']['name']}` | {row['mAP']:.1f} | {row['Rank-1']:.1f} | "
+                         f"{row['mINP']:.1f} | {result['train_seconds']:.0f} | "
+                         f"{row['test_images'] / row['eval_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def report(tables: Dict[str, List[Dict]], quick: bool, wall_seconds: float) -> str:
+    epochs, batch = next(iter(tables.values()))[0]["budget"].split(" x ") if tables else ("?", "?")
+    out = [f"Method benchmark ({time.strftime('%Y-%m-%d')}, {machine_description()}; SEED 0; image stage "
+           f"{epochs} epochs at batch {batch} for every row{', --quick smoke run' if quick else ''}; whole benchmark "
+           f"{wall_seconds / 60:.1f} min)", ""]
+    for table, results in tables.items():
+        out += [f"**{TABLE_TITLES[table]}**", "", markdown_table(results), ""]
+    return "\n".join(out)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default=os.path.join(ROOT, "output", "benchmark_methods"))
+    parser.add_argument("--tables", default="in_domain,dg", help="comma-separated: in_domain, dg")
+    parser.add_argument("--only", default="", help="comma-separated run names (default: every run)")
+    parser.add_argument("--quick", action="store_true", help="1 epoch per stage on a small data set (smoke test)")
+    parser.add_argument("--fresh", action="store_true", help="retrain even where a result of this code exists")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker(args.worker)
+        return
+    import fastreid_clip  # noqa: F401
+
+    tables = [t for t in args.tables.split(",") if t]
+    unknown = set(tables) - set(TABLES)
+    if unknown:
+        raise SystemExit(f"--tables: unknown {sorted(unknown)}; use {sorted(TABLES)}")
+    runs = discover_runs([n for n in args.only.split(",") if n])
+    version = code_version()
+    start = time.perf_counter()
+    done = {t: run_table(t, runs, os.path.join(args.output_dir, "quick" if args.quick else "full"), args.quick,
+                         args.fresh, version) for t in tables}
+    text = report(done, args.quick, time.perf_counter() - start)
+    with open(os.path.join(args.output_dir, "quick.md" if args.quick else "benchmark.md"), "w") as f:
+        f.write(text + "\n")
+    print("\n" + text)
+
+
+if __name__ == "__main__":
+    main()
