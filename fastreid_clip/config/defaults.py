@@ -61,6 +61,10 @@ def add_clip_config(cfg: CN) -> CN:
     _C.SOLVER.WARMUP_EPOCHS = 10  # CLIP-ReID ViT stage 2 [ref-code]
     _C.SOLVER.BIAS_LR_MATCH = "substring"  # "substring": every parameter whose name contains "bias" (CLIP-ReID,
     # includes attention in_proj_bias) gets BIAS_LR_FACTOR / WEIGHT_DECAY_BIAS; "exact": FastReID's rule (name == bias)
+    # Per-module lr multipliers [[prefix, factor], ...]: the longest prefix matching a parameter name by whole
+    # components wins, the bias factor multiplies on top; [] = every parameter at BASE_LR (STAGES.<NAME>.LR_FACTORS
+    # for staged runs). PromptSG: [["inversion", 10.0], ["mim", 10.0], ["head", 10.0]] = 5e-5 for the new modules.
+    _C.SOLVER.LR_FACTORS = []
     _C.SOLVER.LOG_PERIOD = 20  # iterations between training-log lines (FastReID hard-codes 200)
     _C.SOLVER.AMP.DTYPE = "float16"  # autocast dtype: float16 (+GradScaler) on CUDA; bfloat16 also works on CPU
 
@@ -80,10 +84,14 @@ def add_clip_config(cfg: CN) -> CN:
     _C.STAGES.NAMES = ()
 
     from fastreid_clip.config.clip_reid import add_clip_reid_config
+    from fastreid_clip.config.promptsg import add_promptsg_config
+    from fastreid_clip.config.svll_reid import add_svll_reid_config
     from fastreid_clip.data.synthetic import add_synthetic_config
     from fastreid_clip.evaluation.config import add_eval_config
 
     add_clip_reid_config(_C)
+    add_svll_reid_config(_C)
+    add_promptsg_config(_C)
     add_synthetic_config(_C)
     add_eval_config(_C)
     return _C

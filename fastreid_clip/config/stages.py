@@ -34,6 +34,10 @@ class StageSpec:
             image features cached once with the test transform, for prompt learning with a frozen image encoder).
         ims_per_batch: global batch size.
         opt, base_lr, weight_decay, weight_decay_bias, bias_lr_factor: optimizer (see ``clip_param_groups``).
+        lr_factors: ``((module-name prefix, lr multiplier), ...)``: a parameter's lr is ``base_lr`` times the factor
+            of the longest prefix that matches its name by whole components (``head`` matches ``head.bn.weight``,
+            not ``head_proj.bn.weight``), 1 when none does; a bias's ``bias_lr_factor`` multiplies on top. ``()`` =
+            every parameter at ``base_lr`` (PromptSG: new modules x10).
         sched: ``WarmupMultiStepEpochLR`` or ``CosineEpochLR`` (per-epoch schedules).
         steps, gamma, warmup_factor, warmup_epochs, warmup_lr_init, eta_min_lr: schedule parameters.
         checkpoint_period: save every this many epochs (and at the end of the stage).
@@ -55,6 +59,7 @@ class StageSpec:
     weight_decay: float = 1e-4
     weight_decay_bias: float = 1e-4
     bias_lr_factor: float = 2.0
+    lr_factors: Tuple[Tuple[str, float], ...] = ()
     sched: str = "WarmupMultiStepEpochLR"
     steps: Tuple[int, ...] = field(default_factory=tuple)
     gamma: float = 0.1
@@ -77,6 +82,8 @@ class StageSpec:
             raise ConfigValueError("STAGES.NAMES", self.name, "non-empty stage names")
         for check in _CHECKS:
             check(self)
+        # Checked as given (the config's lists, named in errors), then stored as a hashable tuple of pairs.
+        object.__setattr__(self, "lr_factors", tuple((str(p), float(f)) for p, f in self.lr_factors))
 
 
 def _fail(stage: StageSpec, attr: str, expected: str, hint: str = "") -> None:
@@ -131,6 +138,27 @@ def _check_steps(stage: StageSpec) -> None:
         _fail(stage, "steps", "non-decreasing epoch numbers >= 0 (the lr is multiplied by the gamma at each)")
 
 
+def _check_lr_factors(stage: StageSpec) -> None:
+    expected = ("pairs [module-name prefix, lr factor > 0] with distinct non-empty prefixes, e.g. "
+                "[[\"inversion\", 10.0], [\"mim\", 10.0]] (() = every parameter at the base lr)")
+    value = stage.lr_factors
+    if isinstance(value, (str, bytes)) or not isinstance(value, (tuple, list)):
+        _fail(stage, "lr_factors", expected)
+    prefixes = []
+    for entry in value:
+        if isinstance(entry, (str, bytes)) or not isinstance(entry, (tuple, list)) or len(entry) != 2:
+            _fail(stage, "lr_factors", expected, f"{entry!r} is not a [prefix, factor] pair")
+        prefix, factor = entry
+        if not isinstance(prefix, str) or not prefix or prefix.startswith(".") or prefix.endswith("."):
+            _fail(stage, "lr_factors", expected, f"{prefix!r} is not a module-name prefix")
+        if not _is_number(factor) or not factor > 0:
+            _fail(stage, "lr_factors", expected, f"the factor of {prefix!r} is {factor!r}")
+        prefixes.append(prefix)
+    if len(set(prefixes)) != len(prefixes):
+        duplicate = next(p for p in prefixes if prefixes.count(p) > 1)
+        _fail(stage, "lr_factors", expected, f"{duplicate!r} is listed twice")
+
+
 def _check_trainable(stage: StageSpec) -> None:
     if not all(isinstance(p, str) and p for p in stage.trainable):
         _fail(stage, "trainable", "non-empty module-name prefixes (() = train every parameter)")
@@ -145,6 +173,7 @@ _CHECKS = (
     _number("weight_decay", "a weight decay >= 0", lambda v: v >= 0),
     _number("weight_decay_bias", "a weight decay >= 0", lambda v: v >= 0),
     _number("bias_lr_factor", "a bias lr factor >= 0", lambda v: v >= 0),
+    _check_lr_factors,
     _check_sched,
     _check_steps,
     _number("gamma", "a decay factor > 0", lambda v: v > 0),
@@ -160,7 +189,8 @@ _CHECKS = (
 _NODE_KEYS = {  # config key -> StageSpec field
     "EPOCHS": "epochs", "TRAINABLE": "trainable", "DATA": "data", "IMS_PER_BATCH": "ims_per_batch", "OPT": "opt",
     "BASE_LR": "base_lr", "WEIGHT_DECAY": "weight_decay", "WEIGHT_DECAY_BIAS": "weight_decay_bias",
-    "BIAS_LR_FACTOR": "bias_lr_factor", "SCHED": "sched", "STEPS": "steps", "GAMMA": "gamma",
+    "BIAS_LR_FACTOR": "bias_lr_factor", "LR_FACTORS": "lr_factors", "SCHED": "sched", "STEPS": "steps",
+    "GAMMA": "gamma",
     "WARMUP_FACTOR": "warmup_factor", "WARMUP_EPOCHS": "warmup_epochs", "WARMUP_LR_INIT": "warmup_lr_init",
     "ETA_MIN_LR": "eta_min_lr", "CHECKPOINT_PERIOD": "checkpoint_period", "EVAL_PERIOD": "eval_period",
 }
@@ -170,7 +200,8 @@ _FIELD_KEYS = {attr: key for key, attr in _NODE_KEYS.items()}
 SOLVER_KEYS = {
     "epochs": "SOLVER.MAX_EPOCH", "ims_per_batch": "SOLVER.IMS_PER_BATCH", "opt": "SOLVER.OPT",
     "base_lr": "SOLVER.BASE_LR", "weight_decay": "SOLVER.WEIGHT_DECAY", "weight_decay_bias": "SOLVER.WEIGHT_DECAY_BIAS",
-    "bias_lr_factor": "SOLVER.BIAS_LR_FACTOR", "sched": "SOLVER.SCHED", "steps": "SOLVER.STEPS",
+    "bias_lr_factor": "SOLVER.BIAS_LR_FACTOR", "lr_factors": "SOLVER.LR_FACTORS", "sched": "SOLVER.SCHED",
+    "steps": "SOLVER.STEPS",
     "gamma": "SOLVER.GAMMA", "warmup_factor": "SOLVER.WARMUP_FACTOR", "warmup_epochs": "SOLVER.WARMUP_EPOCHS",
     "eta_min_lr": "SOLVER.ETA_MIN_LR", "checkpoint_period": "SOLVER.CHECKPOINT_PERIOD",
     "eval_period": "TEST.EVAL_PERIOD",
@@ -181,7 +212,8 @@ def add_stage_config(cfg: CN, name: str, **values) -> None:
     """Add ``cfg.STAGES.<NAME>`` with every stage key (``values`` override :class:`StageSpec`'s defaults).
 
     Keys: EPOCHS, TRAINABLE, DATA, IMS_PER_BATCH, OPT, BASE_LR, WEIGHT_DECAY, WEIGHT_DECAY_BIAS, BIAS_LR_FACTOR,
-    SCHED, STEPS, GAMMA, WARMUP_FACTOR, WARMUP_EPOCHS, WARMUP_LR_INIT, ETA_MIN_LR, CHECKPOINT_PERIOD, EVAL_PERIOD.
+    LR_FACTORS (``[[prefix, factor], ...]``), SCHED, STEPS, GAMMA, WARMUP_FACTOR, WARMUP_EPOCHS, WARMUP_LR_INIT,
+    ETA_MIN_LR, CHECKPOINT_PERIOD, EVAL_PERIOD.
     """
     defaults = StageSpec(name=name, epochs=values.pop("EPOCHS", 1))
     node = CN()
@@ -190,7 +222,11 @@ def add_stage_config(cfg: CN, name: str, **values) -> None:
         if key == "EPOCHS":
             continue
         value = values.pop(key, getattr(defaults, attr))
-        node[key] = list(value) if isinstance(value, tuple) and key == "STEPS" else value
+        if key == "STEPS" and isinstance(value, tuple):
+            value = list(value)
+        elif key == "LR_FACTORS":
+            value = [list(pair) for pair in value]
+        node[key] = value
     if values:
         raise KeyError(f"unknown stage keys {sorted(values)}")
     if "STAGES" not in cfg:
@@ -223,7 +259,8 @@ def solver_stage(cfg) -> StageSpec:
                                    "Set SOLVER.WARMUP_ITERS 0 and SOLVER.DELAY_EPOCHS 0")
     return StageSpec(name="train", epochs=s.MAX_EPOCH, data="images", ims_per_batch=s.IMS_PER_BATCH, opt=s.OPT,
                      base_lr=s.BASE_LR, weight_decay=s.WEIGHT_DECAY, weight_decay_bias=s.WEIGHT_DECAY_BIAS,
-                     bias_lr_factor=s.BIAS_LR_FACTOR, sched=s.SCHED, steps=tuple(s.STEPS), gamma=s.GAMMA,
+                     bias_lr_factor=s.BIAS_LR_FACTOR, lr_factors=s.get("LR_FACTORS", ()),
+                     sched=s.SCHED, steps=tuple(s.STEPS), gamma=s.GAMMA,
                      warmup_factor=s.WARMUP_FACTOR, warmup_epochs=s.WARMUP_EPOCHS, eta_min_lr=s.ETA_MIN_LR,
                      checkpoint_period=s.CHECKPOINT_PERIOD, eval_period=cfg.TEST.EVAL_PERIOD, keys=SOLVER_KEYS)
 

@@ -188,3 +188,13 @@ def validate_train_config(cfg, stages: Optional[Sequence] = None) -> None:
     if "I2T" in cfg.MODEL.LOSSES:
         check_label_smoothing("MODEL.LOSSES.I2T.EPSILON", cfg.MODEL.LOSSES.I2T.EPSILON)
     _check_vit_stride(cfg)
+    _check_meta_arch_keys(cfg)
+
+
+def _check_meta_arch_keys(cfg) -> None:
+    """A meta-architecture with a ``check_config(cfg)`` classmethod checks its own keys here (e.g. ``SVLLReID``)."""
+    from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+
+    check = getattr(META_ARCH_REGISTRY._obj_map.get(cfg.MODEL.META_ARCHITECTURE), "check_config", None)
+    if check is not None:
+        check(cfg)

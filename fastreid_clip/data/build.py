@@ -86,10 +86,18 @@ def build_clip_train_set(cfg) -> ReIDImageDataset:
 
     First runs :func:`~fastreid_clip.config.validate.validate_train_config`, so a bad config fails before any data
     is generated or read. Batches are planned per epoch by the trainer (:mod:`fastreid_clip.data.samplers`), not by
-    a FastReID sampler.
+    a FastReID sampler. With ``INPUT.VIEWS.NUM > 0`` it is a
+    :class:`~fastreid_clip.data.multi_view.MultiViewReIDDataset` (items also hold ``"views"``); otherwise a plain
+    :class:`ReIDImageDataset`.
     """
+    from .multi_view import MultiViewReIDDataset, build_view_transforms
+
     validate_train_config(cfg)
-    return ReIDImageDataset(train_items(cfg), build_clip_transforms(cfg, is_train=True), relabel=True)
+    views = build_view_transforms(cfg)  # INPUT.VIEWS (checked here, before any data)
+    transform = build_clip_transforms(cfg, is_train=True)
+    if views:
+        return MultiViewReIDDataset(train_items(cfg), transform, views, relabel=True)
+    return ReIDImageDataset(train_items(cfg), transform, relabel=True)
 
 
 def train_items(cfg) -> List[tuple]:

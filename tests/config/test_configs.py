@@ -20,7 +20,7 @@ def test_there_are_configs():
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, ROOT))
 def test_config_loads(path):
     cfg = merge_config_file(get_cfg(), path)
-    assert cfg.MODEL.META_ARCHITECTURE in ("ClipBaseline", "ClipReID")
+    assert cfg.MODEL.META_ARCHITECTURE in ("ClipBaseline", "ClipReID", "SVLLReID", "PromptSG")
     assert tuple(cfg.INPUT.SIZE_TRAIN) == tuple(cfg.INPUT.SIZE_TEST)
     assert all(stage.epochs > 0 for stage in stage_specs(cfg))  # stages (or SOLVER.*) are valid for ClipTrainer
     if os.path.basename(path).startswith(("Base-", "clip_")):

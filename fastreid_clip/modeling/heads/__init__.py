@@ -1,3 +1,4 @@
 from .bnneck import BNNeckClassifier
+from .projection import ProjectionHead
 
-__all__ = ["BNNeckClassifier"]
+__all__ = ["BNNeckClassifier", "ProjectionHead"]

@@ -1,11 +1,14 @@
-"""Supervised image-text contrastive losses (CLIP-ReID paper Eq. 1-5; PromptSG Eq. 4-6 with cosine similarity)."""
+"""Contrastive losses: supervised image-text (CLIP-ReID paper Eq. 1-5; PromptSG Eq. 4-6 with cosine similarity) and
+NT-Xent over two views (SVLL-ReID Eq. 7 and 10)."""
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["supcon_loss", "i2t_loss", "t2i_loss"]
+__all__ = ["supcon_loss", "i2t_loss", "t2i_loss", "nt_xent_loss"]
 
 
 def supcon_loss(anchors: torch.Tensor, contrasts: torch.Tensor, anchor_labels: torch.Tensor,
@@ -107,3 +110,49 @@ def t2i_loss(text_feats: torch.Tensor, image_feats: torch.Tensor, labels: torch.
         Scalar float32 loss.
     """
     return supcon_loss(text_feats, image_feats, labels, labels, temperature=temperature, normalize=normalize)
+
+
+def nt_xent_loss(view_a: torch.Tensor, view_b: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                 temperature: float = 0.1) -> torch.Tensor:
+    """NT-Xent (InfoNCE) over two views of N samples (SimCLR; SVLL-ReID Eq. 7 for prompts, Eq. 10 for images).
+
+    The ``2N`` embeddings ``z = normalize([view_a; view_b])`` are compared by cosine similarity over a temperature,
+    ``s_ik = z_i . z_k / temperature``; every anchor is excluded from its own denominator (the ``1[k != i]`` of
+    Eq. 7/10):
+
+        ``L = -(1/2N) sum_i (1/|P(i)|) sum_{p in P(i)} log( exp(s_ip) / sum_{k != i} exp(s_ik) )``
+
+    Positives ``P(i)``: with ``labels=None`` the other view of the same sample (``i +- N``; the reference's
+    ``1/2 [CE([ab | aa], diag) + CE([ba | bb], diag)]``); with ``labels``, every other view whose label equals
+    ``i``'s (its own other view included; SupCon's "L_out" average over the positives). With all labels distinct
+    both are the same loss. Computed in float32 for any input dtype.
+
+    Args:
+        view_a: ``[N, D]`` embeddings of the first view (row ``n`` is sample ``n``).
+        view_b: ``[N, D]`` embeddings of the second view, in the same sample order.
+        labels: ``[N]`` identity labels of the samples, or None for instance positives.
+        temperature: ``tau > 0`` (SVLL-ReID reference: 0.1).
+
+    Returns:
+        Scalar float32 loss.
+    """
+    if view_a.dim() != 2 or view_a.shape != view_b.shape:
+        raise ValueError(f"nt_xent_loss expects two [N, D] views of equal shape, got {list(view_a.shape)} and "
+                         f"{list(view_b.shape)}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    n = view_a.shape[0]
+    z = F.normalize(torch.cat([view_a, view_b]).float(), dim=1)
+    self_pair = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.t() / temperature).masked_fill(self_pair, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    if labels is None:
+        rows = torch.arange(2 * n, device=z.device)
+        return -log_prob[rows, (rows + n) % (2 * n)].mean()
+    labels = labels.reshape(-1).to(z.device)
+    if labels.numel() != n:
+        raise ValueError(f"{labels.numel()} labels for {n} samples")
+    both = torch.cat([labels, labels])
+    positive = (both.unsqueeze(0) == both.unsqueeze(1)) & ~self_pair
+    mean_log_prob_pos = log_prob.masked_fill(~positive, 0.0).sum(dim=1) / positive.sum(dim=1)
+    return -mean_log_prob_pos.mean()

@@ -103,14 +103,15 @@ class ClipBaseline(nn.Module):
         images = images.to(self.device, non_blocking=True)
         return (images - self.pixel_mean) / self.pixel_std
 
-    def extract(self, batched_inputs: Dict) -> ClipImageFeatures:
+    def extract(self, batched_inputs: Dict, **backbone_kwargs) -> ClipImageFeatures:
+        """Backbone features of a batch; ``backbone_kwargs`` go to the backbone (e.g. ``project_tokens=True``)."""
         camids = batched_inputs.get("camids") if isinstance(batched_inputs, dict) else None
         viewids = batched_inputs.get("viewids") if isinstance(batched_inputs, dict) else None
         if camids is not None:
             camids = camids.to(self.device, non_blocking=True)
         if viewids is not None:
             viewids = viewids.to(self.device, non_blocking=True)
-        return self.backbone(self.preprocess_image(batched_inputs), camids=camids, viewids=viewids)
+        return self.backbone(self.preprocess_image(batched_inputs), camids=camids, viewids=viewids, **backbone_kwargs)
 
     def forward(self, batched_inputs: Dict):
         feats = self.extract(batched_inputs)

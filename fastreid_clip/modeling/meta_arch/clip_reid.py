@@ -124,7 +124,12 @@ class ClipReID(ClipBaseline):
     def prompt_losses(self, image_feats: torch.Tensor, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Stage-1 losses over the global minibatch. Each identity's prompt is encoded once per minibatch."""
         unique, inverse = targets.unique(return_inverse=True)
-        text_feats = self.encode_prompts(unique)[inverse]
+        return self.supcon_prompt_losses(image_feats, self.encode_prompts(unique)[inverse], targets)
+
+    def supcon_prompt_losses(self, image_feats: torch.Tensor, text_feats: torch.Tensor,
+                             targets: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """``L_i2t`` and ``L_t2i`` (Eq. 2-5) of per-sample ``[b, E]`` image and text features, over the global
+        minibatch (text features gathered differentiably)."""
         images = all_gather_cat(image_feats.float())
         texts = all_gather_cat(text_feats.float(), differentiable=True)
         labels = all_gather_cat(targets)

@@ -1,3 +1,4 @@
+from .composed import ComposedPrompt
 from .id_prompt import IDPromptLearner
 
-__all__ = ["IDPromptLearner"]
+__all__ = ["IDPromptLearner", "ComposedPrompt"]

@@ -55,6 +55,11 @@ class IDPromptLearner(nn.Module):
         return self.ctx.shape[0]
 
     @property
+    def ctx_rows(self) -> slice:
+        """Positions of the learnable rows in the embedded prompt (5 to 5 + M - 1); every other row is fixed."""
+        return slice(_PREFIX_LEN, _PREFIX_LEN + self.n_ctx)
+
+    @property
     def context_length(self) -> int:
         return _PREFIX_LEN + self.n_ctx + self.token_suffix.shape[1]
 
