@@ -19,7 +19,8 @@ feature cache included; data generation and evaluation excluded); ``test img/s``
 time of the evaluation (loading, feature extraction, ranking).
 
 Each run is a child process (``--worker``) writing ``<output-dir>/<table>/<row>/result.json``; a rerun reuses the
-results of unchanged runs (same config, overrides and code version) unless ``--fresh``. Examples::
+results of unchanged runs (same overrides, config files and weight file) unless ``--fresh`` (use it after code
+changes). Examples::
 
     python tools/benchmark_methods.py                       # both tables (about 30 min on 2 CPU cores)
     python tools/benchmark_methods.py --tables in_domain --only clip_reid_vit_tiny
@@ -75,15 +76,23 @@ class Run:
         return {"name": self.name, "config": self.config, "overrides": self.overrides, "output_dir": output_dir}
 
 
-def code_version() -> str:
-    """Digest of the package sources, configs and weights: results of another code version are not reused."""
-    digest = hashlib.sha1()
-    patterns = ("fastreid_clip/**/*.py", "configs/**/*.yml", "weights/**/*.safetensors", "tools/benchmark_methods.py")
-    for pattern in patterns:
-        for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):
-            digest.update(path[len(ROOT):].encode())
-            with open(path, "rb") as f:
-                digest.update(f.read())
+def config_version(config: str) -> str:
+    """Digest of a config file, its ``_BASE_`` chain and the weight file it names: a run's result is reused only
+    while these are unchanged (code changes need ``--fresh``)."""
+    import yaml
+
+    digest, path, seen = hashlib.sha1(), os.path.join(ROOT, config), set()
+    while path and path not in seen:
+        seen.add(path)
+        with open(path, "rb") as f:
+            text = f.read()
+        digest.update(text)
+        base = (yaml.safe_load(text) or {}).get("_BASE_")
+        path = os.path.normpath(os.path.join(os.path.dirname(path), base)) if base else None
+    weights = load_config(Run("", config)).MODEL.BACKBONE.PRETRAIN_PATH
+    if weights and os.path.isfile(os.path.join(ROOT, weights)):
+        with open(os.path.join(ROOT, weights), "rb") as f:
+            digest.update(f.read())
     return digest.hexdigest()[:12]
 
 
@@ -239,7 +248,7 @@ def machine_description() -> str:
     return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def run_table(table: str, runs: List[Run], output_dir: str, quick: bool, fresh: bool, version: str,
+def run_table(table: str, runs: List[Run], output_dir: str, quick: bool, fresh: bool,
               image_epochs: int = 0) -> List[Dict]:
     results = []
     for run in runs:
@@ -253,7 +262,7 @@ def run_table(table: str, runs: List[Run], output_dir: str, quick: bool, fresh: 
             overrides += image_epochs_overrides(cfg, image_epochs)
         run_dir = os.path.join(output_dir, table, run.name)
         spec = Run(run.name, run.config, overrides).spec(os.path.join(run_dir, "train"))
-        spec["code_version"] = version
+        spec["config_version"] = config_version(run.config)
         result_path = os.path.join(run_dir, "result.json")
         if not fresh and os.path.isfile(result_path):
             with open(result_path) as f:
@@ -322,7 +331,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--tables", default="in_domain,dg", help="comma-separated: in_domain, dg")
     parser.add_argument("--only", default="", help="comma-separated run names (default: every run)")
     parser.add_argument("--quick", action="store_true", help="1 epoch per stage on a small data set (smoke test)")
-    parser.add_argument("--fresh", action="store_true", help="retrain even where a result of this code exists")
+    parser.add_argument("--fresh", action="store_true",
+                        help="retrain every run (default: reuse results of unchanged configs; code is not compared)")
     parser.add_argument("--image-epochs", type=int, default=DEFAULT_IMAGE_EPOCHS,
                         help=f"image-stage epochs of every row, milestones and warm-up scaled (default "
                              f"{DEFAULT_IMAGE_EPOCHS}; 0 = each config's own schedule)")
@@ -338,10 +348,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if unknown:
         raise SystemExit(f"--tables: unknown {sorted(unknown)}; use {sorted(TABLES)}")
     runs = discover_runs([n for n in args.only.split(",") if n])
-    version = code_version()
     start = time.perf_counter()
     done = {t: run_table(t, runs, os.path.join(args.output_dir, "quick" if args.quick else "full"), args.quick,
-                         args.fresh, version, args.image_epochs) for t in tables}
+                         args.fresh, args.image_epochs) for t in tables}
     text = report(done, args.quick, time.perf_counter() - start)
     with open(os.path.join(args.output_dir, "quick.md" if args.quick else "benchmark.md"), "w") as f:
         f.write(text + "\n")
