@@ -5,7 +5,7 @@ Rows: every ``configs/Synthetic/*.yml`` (each starts from ``weights/synthetic_cl
 random initialisation (the acceptance reference: pretraining must help), each trained with ``SEED 0``. Every row
 spends the same image-stage budget: ``--image-epochs`` (default 12, half the configs' 24; lr milestones and
 warm-up scaled) at the configs' batch of 32; the tool refuses a table whose rows differ in epochs x batch. A meta-architecture with several inference modes (a class attribute
-``INFERENCE_MODES = {mode: [config overrides]}``) gets one row per mode, all from the same trained weights.
+``INFERENCE_MODE_OVERRIDES = {mode: [config overrides]}``) gets one row per mode, all from the same trained weights.
 
 Two tables:
 
@@ -209,7 +209,7 @@ def worker(spec_path: str) -> None:
     trained = trainer.raw_model.state_dict()
 
     meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
-    modes: Dict[str, List[str]] = dict(getattr(meta_arch, "INFERENCE_MODES", None) or {"": []})
+    modes: Dict[str, List[str]] = dict(getattr(meta_arch, "INFERENCE_MODE_OVERRIDES", None) or {"": []})
     rows = []
     for mode, overrides in modes.items():
         eval_cfg = cfg.clone()
