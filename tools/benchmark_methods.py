@@ -4,8 +4,9 @@
 Rows: every ``configs/Synthetic/*.yml`` (each starts from ``weights/synthetic_clip/``), plus the CLIP baseline from
 random initialisation (the acceptance reference: pretraining must help), each trained with ``SEED 0``. Every row
 spends the same image-stage budget: ``--image-epochs`` (default 12, half the configs' 24; lr milestones and
-warm-up scaled) at the configs' batch of 32; the tool refuses a table whose rows differ in epochs x batch. A meta-architecture with several inference modes (a class attribute
-``INFERENCE_MODE_OVERRIDES = {mode: [config overrides]}``) gets one row per mode, all from the same trained weights.
+warm-up scaled) at the configs' batch of 32; the tool refuses a table whose rows differ in epochs x batch. A
+meta-architecture with several inference modes (a class attribute ``INFERENCE_MODE_OVERRIDES = {mode: [config
+overrides]}``) gets one row per mode, all from the same trained weights.
 
 Two tables:
 
@@ -38,7 +39,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -124,30 +125,33 @@ def load_config(run: Run, extra: Sequence[str] = ()):
     return cfg
 
 
-def image_stage_budget(cfg) -> str:
-    """``epochs x batch`` of the stage that trains the image encoder (the last images stage)."""
+def image_stage(cfg):
+    """The stage that trains the image encoder (the last ``images`` stage; the single SOLVER stage of a baseline)."""
     from fastreid_clip.config.stages import stage_specs
 
-    stage = [s for s in stage_specs(cfg) if s.data == "images"][-1]
+    return [s for s in stage_specs(cfg) if s.data == "images"][-1]
+
+
+def image_stage_budget(cfg) -> str:
+    """``epochs x batch`` of :func:`image_stage`."""
+    stage = image_stage(cfg)
     return f"{stage.epochs} x {stage.ims_per_batch}"
 
 
-def _stage_prefix(cfg, stage) -> str:
-    return "SOLVER" if not tuple(cfg.STAGES.NAMES) else f"STAGES.{stage.name.upper()}"
+def _set(stage, **values) -> List[str]:
+    """``KEY VALUE`` overrides of ``stage``'s fields, under the keys it was read from (``StageSpec.config_key``:
+    ``SOLVER.MAX_EPOCH`` / ``TEST.EVAL_PERIOD`` for a single-stage config, ``STAGES.<NAME>.*`` otherwise)."""
+    return [item for attr, value in values.items() for item in (stage.config_key(attr), str(value))]
 
 
 def image_epochs_overrides(cfg, epochs: int) -> List[str]:
     """The image stage shortened (or lengthened) to ``epochs``: lr milestones and warm-up scaled with it, so the
     schedule keeps its shape; the other stages (prompt learning on cached features) are left as they are."""
-    from fastreid_clip.config.stages import stage_specs
-
-    stage = [s for s in stage_specs(cfg) if s.data == "images"][-1]
+    stage = image_stage(cfg)
     scale = epochs / stage.epochs
-    prefix = _stage_prefix(cfg, stage)
     steps = sorted({min(max(int(round(e * scale)), 1), epochs) for e in stage.steps})
     warmup = max(int(round(stage.warmup_epochs * scale)), 1) if stage.warmup_epochs else 0
-    return [f"{prefix}.{'MAX_EPOCH' if prefix == 'SOLVER' else 'EPOCHS'}", str(epochs), f"{prefix}.STEPS", str(steps),
-            f"{prefix}.WARMUP_EPOCHS", str(warmup), f"{prefix}.CHECKPOINT_PERIOD", str(epochs)]
+    return _set(stage, epochs=epochs, steps=steps, warmup_epochs=warmup, checkpoint_period=epochs)
 
 
 def quick_overrides(cfg) -> List[str]:
@@ -156,11 +160,7 @@ def quick_overrides(cfg) -> List[str]:
 
     out = list(QUICK_OVERRIDES)
     for stage in stage_specs(cfg):
-        prefix = _stage_prefix(cfg, stage)
-        epochs = "MAX_EPOCH" if prefix == "SOLVER" else "EPOCHS"
-        out += [f"{prefix}.{epochs}", "1", f"{prefix}.STEPS", "()", f"{prefix}.WARMUP_EPOCHS", "0"]
-        out += ["TEST.EVAL_PERIOD" if prefix == "SOLVER" else f"{prefix}.EVAL_PERIOD", "0"]
-        out += [f"{prefix}.CHECKPOINT_PERIOD", "1"]
+        out += _set(stage, epochs=1, steps="()", warmup_epochs=0, eval_period=0, checkpoint_period=1)
     return out
 
 
@@ -168,9 +168,7 @@ def no_eval_during_training(cfg) -> List[str]:
     """Every stage's evaluation period 0: the worker evaluates once after training, timed separately."""
     from fastreid_clip.config.stages import stage_specs
 
-    if not tuple(cfg.STAGES.NAMES):
-        return ["TEST.EVAL_PERIOD", "0"]
-    return [item for s in stage_specs(cfg) for item in (f"STAGES.{s.name.upper()}.EVAL_PERIOD", "0")]
+    return [item for stage in stage_specs(cfg) for item in _set(stage, eval_period=0)]
 
 
 def describe_run(cfg, run: Run) -> str:
@@ -210,6 +208,7 @@ def worker(spec_path: str) -> None:
 
     meta_arch = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE)
     modes: Dict[str, List[str]] = dict(getattr(meta_arch, "INFERENCE_MODE_OVERRIDES", None) or {"": []})
+    test_images = sum(len(ClipTrainer.build_test_loader(cfg, name)[0].dataset) for name in cfg.DATASETS.TESTS)
     rows = []
     for mode, overrides in modes.items():
         eval_cfg = cfg.clone()
@@ -219,8 +218,6 @@ def worker(spec_path: str) -> None:
         model = ClipTrainer.build_model(eval_cfg)
         load_model_weights(model, "trained weights of this run", state=trained)
         model.eval()
-        test_images = sum(len(ClipTrainer.build_test_loader(eval_cfg, name)[0].dataset)
-                          for name in eval_cfg.DATASETS.TESTS)
         start = time.perf_counter()
         with torch.no_grad():
             results = ClipTrainer.test(eval_cfg, model)
