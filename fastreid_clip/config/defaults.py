@@ -65,6 +65,9 @@ def add_clip_config(cfg: CN) -> CN:
     # components wins, the bias factor multiplies on top; [] = every parameter at BASE_LR (STAGES.<NAME>.LR_FACTORS
     # for staged runs). PromptSG: [["inversion", 10.0], ["mim", 10.0], ["head", 10.0]] = 5e-5 for the new modules.
     _C.SOLVER.LR_FACTORS = []
+    # How torch.optim applies the update: "fused" (one kernel; Adam step on ViT-B/16 ~20x faster than "for_loop"
+    # on a 2-core CPU), "foreach" (torch's default), "for_loop" (the reference code's). Same update up to rounding.
+    _C.SOLVER.OPT_IMPL = "fused"
     _C.SOLVER.LOG_PERIOD = 20  # iterations between training-log lines (FastReID hard-codes 200)
     _C.SOLVER.AMP.DTYPE = "float16"  # autocast dtype: float16 (+GradScaler) on CUDA; bfloat16 also works on CPU
 

@@ -184,6 +184,8 @@ def validate_train_config(cfg, stages: Optional[Sequence] = None) -> None:
     workers = cfg.DATALOADER.NUM_WORKERS
     if not _is_int(workers) or workers < 0:
         raise ConfigValueError("DATALOADER.NUM_WORKERS", workers, "an integer >= 0 (0 = load in the main process)")
+    if cfg.SOLVER.OPT_IMPL not in ("fused", "foreach", "for_loop"):
+        raise ConfigValueError("SOLVER.OPT_IMPL", cfg.SOLVER.OPT_IMPL, "one of ['fused', 'foreach', 'for_loop']")
     check_label_smoothing("MODEL.LOSSES.CE.EPSILON", cfg.MODEL.LOSSES.CE.EPSILON)
     if "I2T" in cfg.MODEL.LOSSES:
         check_label_smoothing("MODEL.LOSSES.I2T.EPSILON", cfg.MODEL.LOSSES.I2T.EPSILON)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from fastreid.data.build import build_reid_test_loader
 from fastreid.data.common import CommDataset
@@ -41,10 +41,23 @@ class ReIDImageDataset(CommDataset):
       dataset with 0-based cameras the SIE row of a camera is the same at training and test time (FastReID sorts the
       prefixed strings, which puts ``msmt17_10`` before ``msmt17_2``).
     * An unreadable image raises an error that names the file.
+
+    ``sample_fields`` adds per-sample values to every item: ``{name: values}`` with one value per image, aligned
+    with ``img_items`` (a tensor indexed on its first dim, or a sequence). It is how a method gets per-image data
+    that is not part of FastReID's ``(path, pid, camid)`` item, e.g. a source-domain index or a cached caption
+    embedding; the default collate stacks tensors and numbers into batch tensors under the same name.
     """
 
-    def __init__(self, img_items: List[tuple], transform=None, relabel: bool = True):
+    def __init__(self, img_items: List[tuple], transform=None, relabel: bool = True,
+                 sample_fields: Optional[Mapping[str, Any]] = None):
         super().__init__(img_items, transform, relabel)
+        self.sample_fields = dict(sample_fields or {})
+        for name, values in self.sample_fields.items():
+            if name in ("images", "targets", "camids", "img_paths"):
+                raise ValueError(f"sample field '{name}' would overwrite FastReID's item key of the same name")
+            if len(values) != len(img_items):
+                raise ValueError(f"sample field '{name}' has {len(values)} values for {len(img_items)} images; "
+                                 f"it needs one per image, in img_items order")
         if relabel:
             self.cams = sorted(self.cams, key=_natural_key)
             self.cam_dict = {c: i for i, c in enumerate(self.cams)}
@@ -52,10 +65,13 @@ class ReIDImageDataset(CommDataset):
     def __getitem__(self, index: int) -> Dict:
         path = self.img_items[index][0]
         try:
-            return super().__getitem__(index)
+            item = super().__getitem__(index)
         except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
             raise RuntimeError(f"cannot read image '{path}' (index {index}): {type(err).__name__}: {err}. "
                                f"Replace or remove the file.") from err
+        for name, values in self.sample_fields.items():
+            item[name] = values[index]
+        return item
 
 
 def _dataset_key(cfg, name: str):
@@ -89,15 +105,28 @@ def build_clip_train_set(cfg) -> ReIDImageDataset:
     a FastReID sampler. With ``INPUT.VIEWS.NUM > 0`` it is a
     :class:`~fastreid_clip.data.multi_view.MultiViewReIDDataset` (items also hold ``"views"``); otherwise a plain
     :class:`ReIDImageDataset`.
+
+    Per-sample fields: a meta-architecture with a ``train_sample_fields(cfg, img_items)`` classmethod returns
+    ``{name: values}`` (one value per training item, see :class:`ReIDImageDataset`), added to every item.
     """
     from .multi_view import MultiViewReIDDataset, build_view_transforms
 
     validate_train_config(cfg)
     views = build_view_transforms(cfg)  # INPUT.VIEWS (checked here, before any data)
     transform = build_clip_transforms(cfg, is_train=True)
+    items = train_items(cfg)
+    fields = meta_arch_sample_fields(cfg, items)
     if views:
-        return MultiViewReIDDataset(train_items(cfg), transform, views, relabel=True)
-    return ReIDImageDataset(train_items(cfg), transform, relabel=True)
+        return MultiViewReIDDataset(items, transform, views, relabel=True, sample_fields=fields)
+    return ReIDImageDataset(items, transform, relabel=True, sample_fields=fields)
+
+
+def meta_arch_sample_fields(cfg, img_items: List[tuple]) -> Dict[str, Any]:
+    """``MODEL.META_ARCHITECTURE``'s per-sample training fields (its ``train_sample_fields`` classmethod), or {}."""
+    from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+
+    provider = getattr(META_ARCH_REGISTRY._obj_map.get(cfg.MODEL.META_ARCHITECTURE), "train_sample_fields", None)
+    return dict(provider(cfg, img_items)) if provider is not None else {}
 
 
 def train_items(cfg) -> List[tuple]:

@@ -91,10 +91,10 @@ class MultiViewReIDDataset(ReIDImageDataset):
     """
 
     def __init__(self, img_items: List[tuple], transform: Callable, view_transforms: Sequence[Callable],
-                 relabel: bool = True):
+                 relabel: bool = True, sample_fields=None):
         if not view_transforms:
             raise ValueError("MultiViewReIDDataset needs at least one view transform (use ReIDImageDataset)")
-        super().__init__(img_items, _MainAndViews(transform, view_transforms), relabel)
+        super().__init__(img_items, _MainAndViews(transform, view_transforms), relabel, sample_fields)
         self.num_views = len(view_transforms)
 
     def __getitem__(self, index: int):

@@ -103,7 +103,7 @@ def build_clip_optimizer(cfg, model: nn.Module) -> Tuple[torch.optim.Optimizer, 
     stage = StageSpec(name="train", epochs=max(int(s.MAX_EPOCH), 1), opt=s.OPT, base_lr=s.BASE_LR,
                       weight_decay=s.WEIGHT_DECAY, weight_decay_bias=s.WEIGHT_DECAY_BIAS,
                       bias_lr_factor=s.BIAS_LR_FACTOR, lr_factors=s.LR_FACTORS, keys=SOLVER_KEYS)
-    return build_stage_optimizer(model, stage, s.BIAS_LR_MATCH, s.MOMENTUM, s.NESTEROV), None
+    return build_stage_optimizer(model, stage, s.BIAS_LR_MATCH, s.MOMENTUM, s.NESTEROV, s.OPT_IMPL), None
 
 
 # ---------------------------------------------------------------------------------------------------- patches

@@ -257,7 +257,7 @@ class ClipTrainer(DefaultTrainer):
         if hasattr(model, "on_stage_start"):
             model.on_stage_start(stage.name)
         optimizer = build_stage_optimizer(model, stage, cfg.SOLVER.BIAS_LR_MATCH, cfg.SOLVER.MOMENTUM,
-                                          cfg.SOLVER.NESTEROV)
+                                          cfg.SOLVER.NESTEROV, cfg.SOLVER.OPT_IMPL)
         self.scheduler = {"lr_sched": build_stage_scheduler(optimizer, stage)}
         if self._resume_checkpoint is not None:
             optimizer.load_state_dict(self._resume_checkpoint["optimizer"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 
 import torch
@@ -12,7 +13,12 @@ from ..config.validate import ConfigValueError
 from .lr_scheduler import CosineEpochLR, WarmupMultiStepEpochLR
 from .optimizer import clip_param_groups, lr_factor_of, unmatched_lr_prefixes
 
-__all__ = ["build_stage_optimizer", "build_stage_scheduler"]
+__all__ = ["OPT_IMPLS", "build_stage_optimizer", "build_stage_scheduler"]
+
+# SOLVER.OPT_IMPL: how torch.optim runs the update over the parameter list. "fused" (one kernel for all parameters;
+# Adam on ViT-B/16 measured 0.13 s / step vs 1.21 s foreach vs 2.58 s for-loop on a 2-core CPU), "foreach"
+# (multi-tensor ops, torch's default), "for_loop" (one parameter at a time, the reference code's behaviour).
+OPT_IMPLS = ("fused", "foreach", "for_loop")
 
 logger = logging.getLogger(__name__)
 
@@ -38,20 +44,37 @@ def _check_lr_factors(model: nn.Module, stage: StageSpec) -> None:
                 ", ".join(f"x{f:g} on {n:,} params" for f, n in sorted(counts.items())))
 
 
+def _impl_kwargs(opt_class: type, impl: str) -> dict:
+    """Keyword arguments that select ``impl`` for ``opt_class``; an optimizer without that switch is an error."""
+    if impl not in OPT_IMPLS:
+        raise ConfigValueError("SOLVER.OPT_IMPL", impl, f"one of {list(OPT_IMPLS)}")
+    params = inspect.signature(opt_class.__init__).parameters
+    switch = "fused" if impl == "fused" else "foreach"
+    if switch not in params:
+        raise ConfigValueError("SOLVER.OPT_IMPL", impl, f"an implementation torch.optim.{opt_class.__name__} has",
+                               f"torch.optim.{opt_class.__name__} has no '{switch}' argument")
+    return {"fused": True} if impl == "fused" else {"foreach": impl == "foreach"}
+
+
 def build_stage_optimizer(model: nn.Module, stage: StageSpec, bias_match: str = "substring",
-                          momentum: float = 0.9, nesterov: bool = False) -> torch.optim.Optimizer:
+                          momentum: float = 0.9, nesterov: bool = False,
+                          impl: str = "fused") -> torch.optim.Optimizer:
     """The stage's optimizer (Adam by default: coupled L2 weight decay, as CLIP-ReID) over its trainable params,
-    with the stage's per-module lr factors (``LR_FACTORS``)."""
+    with the stage's per-module lr factors (``LR_FACTORS``), run by the ``impl`` kernel (``SOLVER.OPT_IMPL``).
+
+    The three implementations compute the same update up to float rounding."""
     _check_lr_factors(model, stage)
     groups = clip_param_groups(model, stage.base_lr, stage.weight_decay, stage.bias_lr_factor,
                                stage.weight_decay_bias, bias_match, stage.lr_factors)
     if not groups:
         raise ValueError(f"stage '{stage.name}' has no trainable parameters (TRAINABLE {list(stage.trainable)})")
-    if stage.opt == "SGD":
-        return torch.optim.SGD(groups, lr=stage.base_lr, momentum=momentum, nesterov=nesterov)
-    if not hasattr(torch.optim, stage.opt):
+    if not hasattr(torch.optim, stage.opt) or not isinstance(getattr(torch.optim, stage.opt), type):
         raise ValueError(f"optimizer '{stage.opt}' is not a torch.optim optimizer")
-    return getattr(torch.optim, stage.opt)(groups, lr=stage.base_lr)
+    opt_class = getattr(torch.optim, stage.opt)
+    kwargs = _impl_kwargs(opt_class, impl)
+    if stage.opt == "SGD":
+        kwargs.update(momentum=momentum, nesterov=nesterov)
+    return opt_class(groups, lr=stage.base_lr, **kwargs)
 
 
 def build_stage_scheduler(optimizer: torch.optim.Optimizer, stage: StageSpec):
