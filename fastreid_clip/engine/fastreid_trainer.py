@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 from fastreid.config import CfgNode
 
+from ..config.validate import ConfigValueError
 from ..config.stages import EPOCH_SCHEDULERS, SOLVER_KEYS, StageSpec, solver_stage
 from ..solver import CosineEpochLR, WarmupMultiStepEpochLR, build_stage_optimizer, build_stage_scheduler
 
@@ -143,6 +144,12 @@ def _patch_solver() -> None:
         @functools.wraps(fastreid_build_optimizer)
         def patched_build_optimizer(cfg, model, *args, **kwargs):
             check_single_stage(cfg, "build_optimizer")
+            if list(cfg.SOLVER.get("LR_FACTORS", [])):
+                raise ConfigValueError("SOLVER.LR_FACTORS", [list(p) for p in cfg.SOLVER.LR_FACTORS],
+                                       "[] with FastReID's build_optimizer",
+                                       "FastReID's optimizer does not apply per-module lr factors; override "
+                                       "build_optimizer with fastreid_clip.engine.fastreid_trainer.build_clip_optimizer (it does), "
+                                       "or train with tools/train_net.py")
             return fastreid_build_optimizer(cfg, model, *args, **kwargs)
 
         setattr(patched_build_optimizer, _WRAPPED, fastreid_build_optimizer)

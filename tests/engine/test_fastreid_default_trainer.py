@@ -164,6 +164,21 @@ def test_fastreid_build_optimizer_updates_weights():
     torch.testing.assert_close(model.weight, start - 2 * 0.1 * torch.ones(2, 3))  # d loss / d w = 1, each step
 
 
+def test_fastreid_build_optimizer_refuses_lr_factors_it_would_ignore():
+    from fastreid.solver import build_optimizer
+
+    from fastreid_clip.config import ConfigValueError, get_cfg
+
+    cfg = get_cfg()
+    cfg.SOLVER.LR_FACTORS = [["1", 10.0]]
+    model = nn.Sequential(nn.Linear(3, 2), nn.Linear(2, 2))
+    with pytest.raises(ConfigValueError, match=r"SOLVER.LR_FACTORS = \[\['1', 10.0\]\].*build_clip_optimizer"):
+        build_optimizer(cfg, model)
+    optimizer, _ = build_clip_optimizer(cfg, model)  # ours applies them
+    lrs = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lrs[id(model[1].weight)] == pytest.approx(10 * lrs[id(model[0].weight)])
+
+
 def test_build_clip_optimizer_uses_clipreid_groups():
     from fastreid_clip.config import get_cfg
 
