@@ -29,6 +29,7 @@ setup(
     extras_require={
         "cpu": ["faiss-cpu"],
         "gpu": ["faiss-gpu-cu12"],
-        "test": ["pytest"],
+        "test": ["pytest", "onnx", "onnxruntime"],  # onnx/onnxruntime: tools/export_onnx.py and its tests
+        "onnx": ["onnx", "onnxruntime"],
     },
 )

@@ -25,4 +25,13 @@ from .engine import fastreid_trainer  # noqa: E402
 fastreid_trainer.apply()  # FastReID's DefaultTrainer builds our schedulers and config-driven datasets
 
 __version__ = "0.1.0"
-__all__ = ["add_clip_config", "get_cfg", "__version__"]
+__all__ = ["add_clip_config", "get_cfg", "FeatureExtractor", "GalleryIndex", "__version__"]
+
+
+def __getattr__(name):
+    """``FeatureExtractor`` and ``GalleryIndex`` (:mod:`fastreid_clip.inference`) load on first use (faiss too)."""
+    if name in ("FeatureExtractor", "GalleryIndex"):
+        from . import inference
+
+        return getattr(inference, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

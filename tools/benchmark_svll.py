@@ -37,6 +37,8 @@ from tabulate import tabulate  # noqa: E402
 
 from fastreid_clip.config import get_cfg, merge_config_file  # noqa: E402
 from fastreid_clip.data.epoch_data import FeatureEpochs  # noqa: E402
+from fastreid_clip.utils.timing import best_times, train_steps  # noqa: E402
+from fastreid_clip.utils.timing import clock as timing_clock  # noqa: E402
 
 CONFIGS = {"ViT-Tiny-16": "configs/Synthetic/svll_reid_vit_tiny.yml",
            "ViT-B-16": "configs/SVLL-ReID/Base-svll-reid-vit-sie-olp.yml"}
@@ -51,9 +53,6 @@ def build(arch: str, method: str, num_ids: int, num_cameras: int, device: str, *
     return build_model(cfg).train(), cfg
 
 
-def _sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def image_step(model, cfg, batch_size: int, device: str):
@@ -69,12 +68,7 @@ def image_step(model, cfg, batch_size: int, device: str):
     batch = {k: v.to(device) for k, v in batch.items()}
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
-    def run():
-        losses = model(batch)
-        optimizer.zero_grad(set_to_none=True)
-        sum(losses.values()).backward()
-        optimizer.step()
-    return run
+    return train_steps(model, lambda: [batch], optimizer)
 
 
 def prompt_epoch(model, features, labels, batch_size: int):
@@ -85,40 +79,10 @@ def prompt_epoch(model, features, labels, batch_size: int):
     optimizer = torch.optim.Adam(params, lr=3.5e-4, weight_decay=1e-4)
     data = FeatureEpochs(features, labels, batch_size, seed=0)
     epochs = iter(range(10 ** 9))
-
-    def run():
-        for batch in data.epoch(next(epochs)):
-            losses = model.prompt_losses(batch["features"], batch["targets"])
-            optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            optimizer.step()
-    return run
+    return train_steps(lambda batch: model.prompt_losses(batch["features"], batch["targets"]),
+                       lambda: data.epoch(next(epochs)), optimizer)
 
 
-def best_times(runs: dict, repeats: int, device: str, warmup: bool = True) -> dict:
-    """Fastest of ``repeats`` calls of each function, the functions interleaved (run A, run B, run A, ...) so that a
-    change of the machine's load affects all of them alike; one warm-up call each first."""
-    if warmup:
-        for run in runs.values():
-            run()
-    clock = _clock(device)
-    best = {name: float("inf") for name in runs}
-    for _ in range(repeats):
-        for name, run in runs.items():
-            _sync(device)
-            start = clock()
-            run()
-            _sync(device)
-            best[name] = min(best[name], clock() - start)
-    return best
-
-
-def _clock(device: str):
-    """CPU time of the process on a one-thread CPU run (it does not count the time spent waiting for a core on a
-    shared machine, which wall time does), wall time otherwise."""
-    if device == "cpu" and torch.get_num_threads() == 1:
-        return time.process_time
-    return time.perf_counter
 
 
 def bench_stage2(arch: str, batch_size: int, num_ids: int, repeats: int, device: str, rows: list) -> None:
@@ -166,7 +130,7 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-vitb16", action="store_true")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    clock = "process CPU time" if _clock(args.device) is time.process_time else "wall time"
+    clock = "process CPU time" if timing_clock(args.device) is time.process_time else "wall time"
     print(f"device {args.device}, torch threads {torch.get_num_threads()}, {clock}, best of {args.repeats} after a "
           f"warm-up (ViT-B/16 stage 1: best of {args.vitb_repeats}), the methods interleaved")
 

@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import fastreid_clip  # noqa: E402,F401  (must precede every fastreid import)
 from fastreid.engine import default_argument_parser, launch  # noqa: E402
 
-from fastreid_clip.checkpoint import read_training_checkpoint, load_model_weights  # noqa: E402
+from fastreid_clip.checkpoint import fill_shapes_from_checkpoint, load_model_weights, read_training_checkpoint  # noqa: E402,E501
 from fastreid_clip.config import get_cfg, merge_config_file  # noqa: E402
 from fastreid_clip.engine import ClipTrainer, default_setup, eval_output_dir  # noqa: E402
 
@@ -33,37 +33,6 @@ def setup(args):
     cfg.freeze()
     default_setup(cfg, args)  # seeds with SEED + rank when SEED >= 0
     return cfg, checkpoint
-
-
-def fill_shapes_from_checkpoint(cfg, state):
-    """For --eval-only: class and camera counts come from the checkpoint, and no CLIP weight file is needed.
-
-    A file that is not a trained fastreid-clip checkpoint (CLIP backbone weights, an official CLIP-ReID checkpoint,
-    anything without ``head.classifier.weight`` while MODEL.HEADS.NUM_CLASSES is 0) fails here, naming what it is.
-    """
-    from fastreid_clip.checkpoint.convert import detect_clipreid_layout
-    from fastreid_clip.config import ConfigValueError
-    from fastreid_clip.modeling.backbones.weights import describe_clip_state_dict
-
-    path, expected = cfg.MODEL.WEIGHTS, "a trained fastreid-clip checkpoint (e.g. OUTPUT_DIR/model_final.pth)"
-    if any(k.startswith("visual.") for k in state) and not any(k.startswith("backbone.") for k in state):
-        raise ConfigValueError("MODEL.WEIGHTS", path, expected,
-                               f"The file looks like CLIP backbone weights ({describe_clip_state_dict(state)}): those "
-                               f"go to MODEL.BACKBONE.PRETRAIN_PATH, to train from")
-    if detect_clipreid_layout(state):
-        raise ConfigValueError("MODEL.WEIGHTS", path, expected, "The file is an official CLIP-ReID checkpoint: convert "
-                                                                "it with tools/convert_clipreid.py first")
-    cfg.MODEL.BACKBONE.PRETRAIN = False  # every backbone weight comes from MODEL.WEIGHTS (loaded strictly)
-    if cfg.MODEL.HEADS.NUM_CLASSES == 0:
-        if "head.classifier.weight" not in state:
-            sample = ", ".join(list(state)[:3])
-            raise ConfigValueError("MODEL.WEIGHTS", path, expected,
-                                   f"The file has no head.classifier.weight (keys: {sample}, ...), so the number of "
-                                   f"identities is unknown; set MODEL.HEADS.NUM_CLASSES if it is a model checkpoint")
-        cfg.MODEL.HEADS.NUM_CLASSES = state["head.classifier.weight"].shape[0]
-    if cfg.MODEL.BACKBONE.NUM_CAMERAS == 0 and "backbone.sie_embed" in state:
-        views = max(cfg.MODEL.BACKBONE.NUM_VIEWS, 1) if cfg.MODEL.BACKBONE.SIE_VIEW else 1
-        cfg.MODEL.BACKBONE.NUM_CAMERAS = state["backbone.sie_embed"].shape[0] // views
 
 
 def main(args):

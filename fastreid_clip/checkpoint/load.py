@@ -10,7 +10,9 @@ import torch.nn as nn
 
 from .files import CHECKSUM_KEY, read_checkpoint
 
-__all__ = ["read_training_checkpoint", "load_model_weights"]
+__all__ = ["read_training_checkpoint", "load_model_weights", "fill_shapes_from_checkpoint"]
+
+_EXPECTED = "a trained fastreid-clip checkpoint (e.g. OUTPUT_DIR/model_final.pth)"
 
 logger = logging.getLogger(__name__)
 
@@ -67,3 +69,33 @@ def load_model_weights(model: nn.Module, path: str, state: Optional[Dict[str, to
     model.load_state_dict(state, strict=True)
     logger.info("Loaded %d tensors from %s (MODEL.WEIGHTS)", len(state), path)
     return len(state)
+
+
+def fill_shapes_from_checkpoint(cfg, state: dict, path: Optional[str] = None) -> None:
+    """What ``tools/train_net.py --eval-only`` derives from a checkpoint: the class and SIE camera counts, and no CLIP
+    backbone file (every weight comes from the checkpoint). A file that is not a trained fastreid-clip checkpoint
+    raises :class:`~fastreid_clip.config.ConfigValueError` naming the file (``path``, default ``MODEL.WEIGHTS``) and
+    what it is instead. Used by ``tools/train_net.py --eval-only`` and :class:`~fastreid_clip.FeatureExtractor`."""
+    from ..config import ConfigValueError
+    from .convert import detect_clipreid_layout
+    from ..modeling.backbones.weights import describe_clip_state_dict
+
+    path = cfg.MODEL.WEIGHTS if path is None else path
+    if any(k.startswith("visual.") for k in state) and not any(k.startswith("backbone.") for k in state):
+        raise ConfigValueError("MODEL.WEIGHTS", path, _EXPECTED,
+                               f"The file looks like CLIP backbone weights ({describe_clip_state_dict(state)}): those "
+                               f"go to MODEL.BACKBONE.PRETRAIN_PATH, to train from")
+    if detect_clipreid_layout(state):
+        raise ConfigValueError("MODEL.WEIGHTS", path, _EXPECTED,
+                               "The file is an official CLIP-ReID checkpoint: convert it with "
+                               "tools/convert_clipreid.py first")
+    cfg.MODEL.BACKBONE.PRETRAIN = False
+    if cfg.MODEL.HEADS.NUM_CLASSES == 0:
+        if "head.classifier.weight" not in state:
+            raise ConfigValueError("MODEL.WEIGHTS", path, _EXPECTED,
+                                   f"The file has no head.classifier.weight (keys: {', '.join(list(state)[:3])}, ...), "
+                                   f"so the number of identities is unknown; set MODEL.HEADS.NUM_CLASSES")
+        cfg.MODEL.HEADS.NUM_CLASSES = state["head.classifier.weight"].shape[0]
+    if cfg.MODEL.BACKBONE.NUM_CAMERAS == 0 and "backbone.sie_embed" in state:
+        views = max(cfg.MODEL.BACKBONE.NUM_VIEWS, 1) if cfg.MODEL.BACKBONE.SIE_VIEW else 1
+        cfg.MODEL.BACKBONE.NUM_CAMERAS = state["backbone.sie_embed"].shape[0] // views

@@ -87,7 +87,9 @@ def add_clip_config(cfg: CN) -> CN:
     _C.STAGES.NAMES = ()
 
     from fastreid_clip.config.clip_reid import add_clip_reid_config
+    from fastreid_clip.config.clip_fgdi import add_clip_fgdi_config
     from fastreid_clip.config.promptsg import add_promptsg_config
+    from fastreid_clip.config.clip_scgi import add_clip_scgi_config
     from fastreid_clip.config.svll_reid import add_svll_reid_config
     from fastreid_clip.data.synthetic import add_synthetic_config
     from fastreid_clip.evaluation.config import add_eval_config
@@ -95,6 +97,8 @@ def add_clip_config(cfg: CN) -> CN:
     add_clip_reid_config(_C)
     add_svll_reid_config(_C)
     add_promptsg_config(_C)
+    add_clip_fgdi_config(_C)
+    add_clip_scgi_config(_C)
     add_synthetic_config(_C)
     add_eval_config(_C)
     return _C

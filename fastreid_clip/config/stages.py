@@ -14,8 +14,8 @@ from fastreid.config import CfgNode as CN
 
 from .validate import ConfigValueError
 
-__all__ = ["StageSpec", "add_stage_config", "stage_specs", "solver_stage", "DATA_KINDS", "EPOCH_SCHEDULERS",
-           "SOLVER_KEYS"]
+__all__ = ["StageSpec", "add_stage_config", "stage_specs", "solver_stage", "shared_stage", "DATA_KINDS",
+           "EPOCH_SCHEDULERS", "SOLVER_KEYS"]
 
 DATA_KINDS = ("images", "features")
 EPOCH_SCHEDULERS = ("WarmupMultiStepEpochLR", "CosineEpochLR")
@@ -42,6 +42,11 @@ class StageSpec:
         steps, gamma, warmup_factor, warmup_epochs, warmup_lr_init, eta_min_lr: schedule parameters.
         checkpoint_period: save every this many epochs (and at the end of the stage).
         eval_period: evaluate every this many epochs and at the end of the stage; 0 = never in this stage.
+        share_optimizer_with: name of an earlier stage whose optimizer and scheduler this stage continues
+            (``""`` = its own). The stage then trains the same parameters with that stage's optimizer and schedule
+            keys, starting from their state at the end of that stage: e.g. CLIP-FGDI's ``image`` stage continues
+            ``prior``'s Adam moments and its per-epoch schedule at scheduler epoch 3. Its own ``OPT``, ``BASE_LR``,
+            ``SCHED``, ... keys are not used; ``TRAINABLE`` must equal the earlier stage's (checked).
         keys: field name -> the config key it was read from, for error messages (:meth:`config_key`). Fields not
             in it are named ``STAGES.<NAME>.<KEY>``; :func:`solver_stage` passes :data:`SOLVER_KEYS`.
 
@@ -69,6 +74,7 @@ class StageSpec:
     eta_min_lr: float = 1e-6
     checkpoint_period: int = 10
     eval_period: int = 10
+    share_optimizer_with: str = ""
     keys: Optional[Mapping[str, str]] = field(default=None, compare=False, repr=False)
 
     def config_key(self, attr: str) -> str:
@@ -159,6 +165,12 @@ def _check_lr_factors(stage: StageSpec) -> None:
         _fail(stage, "lr_factors", expected, f"{duplicate!r} is listed twice")
 
 
+def _check_share(stage: StageSpec) -> None:
+    value = stage.share_optimizer_with
+    if not isinstance(value, str) or (value and value.upper() == str(stage.name).upper()):
+        _fail(stage, "share_optimizer_with", "the name of an earlier stage in STAGES.NAMES, or '' (own optimizer)")
+
+
 def _check_trainable(stage: StageSpec) -> None:
     if not all(isinstance(p, str) and p for p in stage.trainable):
         _fail(stage, "trainable", "non-empty module-name prefixes (() = train every parameter)")
@@ -184,6 +196,7 @@ _CHECKS = (
     _int_at_least("checkpoint_period", 0, "a checkpoint period >= 0 epochs (0 = only at the end of the stage)"),
     _int_at_least("eval_period", 0, "an evaluation period >= 0 epochs (0 = never in this stage)"),
     _check_trainable,
+    _check_share,
 )
 
 _NODE_KEYS = {  # config key -> StageSpec field
@@ -193,6 +206,7 @@ _NODE_KEYS = {  # config key -> StageSpec field
     "GAMMA": "gamma",
     "WARMUP_FACTOR": "warmup_factor", "WARMUP_EPOCHS": "warmup_epochs", "WARMUP_LR_INIT": "warmup_lr_init",
     "ETA_MIN_LR": "eta_min_lr", "CHECKPOINT_PERIOD": "checkpoint_period", "EVAL_PERIOD": "eval_period",
+    "SHARE_OPTIMIZER_WITH": "share_optimizer_with",
 }
 _FIELD_KEYS = {attr: key for key, attr in _NODE_KEYS.items()}
 
@@ -213,7 +227,7 @@ def add_stage_config(cfg: CN, name: str, **values) -> None:
 
     Keys: EPOCHS, TRAINABLE, DATA, IMS_PER_BATCH, OPT, BASE_LR, WEIGHT_DECAY, WEIGHT_DECAY_BIAS, BIAS_LR_FACTOR,
     LR_FACTORS (``[[prefix, factor], ...]``), SCHED, STEPS, GAMMA, WARMUP_FACTOR, WARMUP_EPOCHS, WARMUP_LR_INIT,
-    ETA_MIN_LR, CHECKPOINT_PERIOD, EVAL_PERIOD.
+    ETA_MIN_LR, CHECKPOINT_PERIOD, EVAL_PERIOD, SHARE_OPTIMIZER_WITH.
     """
     defaults = StageSpec(name=name, epochs=values.pop("EPOCHS", 1))
     node = CN()
@@ -236,7 +250,7 @@ def add_stage_config(cfg: CN, name: str, **values) -> None:
 
 
 def _spec_from_node(name: str, node: CN) -> StageSpec:
-    kwargs = {attr: node[key] for key, attr in _NODE_KEYS.items()}
+    kwargs = {attr: node[key] for key, attr in _NODE_KEYS.items() if key in node or key != "SHARE_OPTIMIZER_WITH"}
     kwargs["trainable"] = tuple(kwargs["trainable"])
     kwargs["steps"] = tuple(kwargs["steps"])
     return StageSpec(name=name, **kwargs)
@@ -276,4 +290,32 @@ def stage_specs(cfg) -> List[StageSpec]:
     if missing:
         raise ConfigValueError("STAGES.NAMES", names, f"names of STAGES.<NAME> nodes; the config has no "
                                                       f"STAGES.{missing[0].upper()}")
-    return [_spec_from_node(n, cfg.STAGES[n.upper()]) for n in names]
+    specs = [_spec_from_node(n, cfg.STAGES[n.upper()]) for n in names]
+    for index, spec in enumerate(specs):
+        if spec.share_optimizer_with:
+            shared_stage(specs, index)
+    return specs
+
+
+def shared_stage(specs: List[StageSpec], index: int) -> Optional[StageSpec]:
+    """The earlier stage whose optimizer and scheduler ``specs[index]`` continues (``SHARE_OPTIMIZER_WITH``), or
+    None; a name that is not an earlier stage, or a different ``TRAINABLE``, raises :class:`ConfigValueError`."""
+    spec = specs[index]
+    wanted = spec.share_optimizer_with.upper()
+    if not wanted:
+        return None
+    earlier = {s.name.upper(): s for s in specs[:index]}
+    if wanted not in earlier:
+        raise ConfigValueError(spec.config_key("share_optimizer_with"), spec.share_optimizer_with,
+                               f"the name of an earlier stage (before '{spec.name}' in STAGES.NAMES: "
+                               f"{[s.name for s in specs[:index]]}) or ''")
+    other = earlier[wanted]
+    if other.share_optimizer_with:
+        raise ConfigValueError(spec.config_key("share_optimizer_with"), spec.share_optimizer_with,
+                               f"a stage with its own optimizer; '{other.name}' shares the optimizer of "
+                               f"'{other.share_optimizer_with}': name that stage")
+    if tuple(other.trainable) != tuple(spec.trainable):
+        raise ConfigValueError(spec.config_key("trainable"), tuple(spec.trainable),
+                               f"the TRAINABLE of stage '{other.name}' ({tuple(other.trainable)}), whose optimizer "
+                               f"this stage continues ({spec.config_key('share_optimizer_with')})")
+    return other

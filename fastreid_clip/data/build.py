@@ -114,30 +114,45 @@ def build_clip_train_set(cfg) -> ReIDImageDataset:
     validate_train_config(cfg)
     views = build_view_transforms(cfg)  # INPUT.VIEWS (checked here, before any data)
     transform = build_clip_transforms(cfg, is_train=True)
-    items = train_items(cfg)
-    fields = meta_arch_sample_fields(cfg, items)
+    items, sources = train_items(cfg, with_sources=True)
+    fields = meta_arch_sample_fields(cfg, items, sources)
     if views:
         return MultiViewReIDDataset(items, transform, views, relabel=True, sample_fields=fields)
     return ReIDImageDataset(items, transform, relabel=True, sample_fields=fields)
 
 
-def meta_arch_sample_fields(cfg, img_items: List[tuple]) -> Dict[str, Any]:
-    """``MODEL.META_ARCHITECTURE``'s per-sample training fields (its ``train_sample_fields`` classmethod), or {}."""
+def meta_arch_sample_fields(cfg, img_items: List[tuple], sources: Optional[List[int]] = None) -> Dict[str, Any]:
+    """``MODEL.META_ARCHITECTURE``'s per-sample training fields (its ``train_sample_fields`` classmethod), or {}.
+
+    A provider that declares a ``sources`` parameter also gets each item's source: the index of its dataset in
+    ``DATASETS.NAMES`` (``sources`` here; computed with :func:`train_items` when None)."""
+    import inspect
+
     from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
     provider = getattr(META_ARCH_REGISTRY._obj_map.get(cfg.MODEL.META_ARCHITECTURE), "train_sample_fields", None)
-    return dict(provider(cfg, img_items)) if provider is not None else {}
+    if provider is None:
+        return {}
+    if "sources" in inspect.signature(provider).parameters:
+        if sources is None:
+            _, sources = train_items(cfg, with_sources=True)
+        return dict(provider(cfg, img_items, sources=sources))
+    return dict(provider(cfg, img_items))
 
 
-def train_items(cfg) -> List[tuple]:
+def train_items(cfg, with_sources: bool = False):
     """The ``(path, pid, camid)`` training items of every ``DATASETS.NAMES`` dataset (``DATASETS.COMBINEALL`` per
-    FastReID's rule), logged per dataset; an empty result is an error naming the datasets and the root."""
-    items, counts = [], []
-    for name in cfg.DATASETS.NAMES:
+    FastReID's rule), logged per dataset; an empty result is an error naming the datasets and the root.
+
+    With ``with_sources`` returns ``(items, sources)``, ``sources[i]`` being the index in ``DATASETS.NAMES`` of the
+    dataset item ``i`` comes from (multi-source training: CLIP-FGDI's domain labels)."""
+    items, sources, counts = [], [], []
+    for index, name in enumerate(cfg.DATASETS.NAMES):
         data = build_dataset(cfg, name, combineall=cfg.DATASETS.COMBINEALL)
         if comm.is_main_process():
             data.show_train()
         items.extend(data.train)
+        sources.extend([index] * len(data.train))
         counts.append(f"{name}: {len(data.train)}")
     if not items:
         root = os.path.abspath(datasets_root())
@@ -145,7 +160,7 @@ def train_items(cfg) -> List[tuple]:
                                f"Found no training images under the dataset root '{root}' ($FASTREID_DATASETS; "
                                f"{', '.join(counts)} images): check that the data is there in the layout the "
                                f"dataset expects")
-    return items
+    return (items, sources) if with_sources else items
 
 
 def query_gallery_items(cfg, dataset_name: str) -> Tuple[List[tuple], int]:

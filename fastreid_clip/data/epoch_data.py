@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from fastreid.data.build import fast_batch_collator
@@ -82,13 +82,24 @@ class FeatureEpochs(_EpochPlan):
         labels: ``[N]`` identity labels.
         batch_size: global minibatch size; each rank takes its contiguous slice.
         seed: the permutation of epoch ``e`` is a function of ``(seed, e)``, identical on every rank.
+        fields: the training set's per-sample fields (``ReIDImageDataset.sample_fields``: ``{name: values}``, one
+            value per cached row, in the same order), added to every minibatch as ``batch[name]``: tensors are
+            indexed on their first dim (on the features' device), other sequences give a list. So a method reads
+            e.g. ``batch["domains"]`` in a cached-feature stage exactly as in an image stage.
     """
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, fields: Optional[Mapping[str, Any]] = None):
         super().__init__(batch_size, seed, rank, world_size)
         self.features = features
         self.labels = labels
+        self.fields = {}
+        for name, values in (fields or {}).items():
+            if name in ("features", "targets"):
+                raise ValueError(f"sample field '{name}' would overwrite the cached-feature batch key of that name")
+            if len(values) != len(labels):
+                raise ValueError(f"sample field '{name}' has {len(values)} values for {len(labels)} cached features")
+            self.fields[name] = values.to(features.device) if torch.is_tensor(values) else values
 
     def nominal_iters(self) -> int:
         return len(self._global(0))
@@ -100,5 +111,8 @@ class FeatureEpochs(_EpochPlan):
         out = []
         for batch in self._global(epoch):
             index = torch.as_tensor(shard_batch(batch, self.rank, self.world_size), device=self.features.device)
-            out.append({"features": self.features[index], "targets": self.labels[index]})
+            item = {"features": self.features[index], "targets": self.labels[index]}
+            for name, values in self.fields.items():
+                item[name] = values[index] if torch.is_tensor(values) else [values[i] for i in index.tolist()]
+            out.append(item)
         return out

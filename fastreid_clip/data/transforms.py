@@ -16,7 +16,8 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-__all__ = ["PILToTensor255", "NormalNoiseErasing", "build_clip_transforms"]
+__all__ = ["PILToTensor255", "NormalNoiseErasing", "build_clip_transforms", "InstanceNormImage",
+           "build_fgdi_transforms", "PIPELINES"]
 
 _INTERPOLATION = {
     "bicubic": T.InterpolationMode.BICUBIC,
@@ -92,6 +93,8 @@ def build_clip_transforms(cfg, is_train: bool = True) -> T.Compose:
     Test: resize (``INPUT.INTERPOLATION_TEST``, bilinear) -> tensor.
     """
     inp = cfg.INPUT
+    if inp.get("PIPELINE", "clip_reid") != "clip_reid":
+        return build_fgdi_transforms(cfg, is_train)
     if not is_train:
         return T.Compose([T.Resize(tuple(inp.SIZE_TEST), interpolation=_interpolation(inp.INTERPOLATION_TEST)),
                           PILToTensor255()])
@@ -124,3 +127,55 @@ def _interpolation(name: str) -> T.InterpolationMode:
     if name not in _INTERPOLATION:
         raise ValueError(f"interpolation '{name}' is not one of {sorted(_INTERPOLATION)}")
     return _INTERPOLATION[name]
+
+
+# ---------------------------------------------------------------------------------------------------- CLIP-FGDI
+# INPUT.PIPELINE: "clip_reid" (above) or "fgdi" (CLIP-FGDI's reference pipeline, notes §4.3).
+PIPELINES = ("clip_reid", "fgdi")
+
+
+class InstanceNormImage:
+    """Per-image, per-channel normalisation of a ``[3, H, W]`` tensor: ``(x - mean_c) / sqrt(var_c + eps)`` over the
+    pixels of each channel (``InstanceNorm2d`` without affine, biased variance), computed on the [0, 1] scale.
+
+    CLIP-FGDI's normalisation [ref-code]; the result has zero mean and unit variance per channel, so the model's
+    ``MODEL.PIXEL_MEAN/STD`` must be 0 / 1 (the FGDI configs set them).
+    """
+
+    def __init__(self, eps: float = 1e-5):
+        self.eps = eps
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.float() / 255.0
+        mean = x.mean(dim=(1, 2), keepdim=True)
+        var = x.var(dim=(1, 2), unbiased=False, keepdim=True)
+        return (x - mean) / torch.sqrt(var + self.eps)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(eps={self.eps})"
+
+
+def build_fgdi_transforms(cfg, is_train: bool = True) -> T.Compose:
+    """CLIP-FGDI's pipelines (``INPUT.PIPELINE fgdi``; keys ``INPUT.FGDI.*``, values notes §4.3 [ref-code]).
+
+    Train: resize ``SIZE_TRAIN`` (bicubic) -> grayscale (p 0.1) -> pad 10 + random crop -> horizontal flip (p 0.4)
+    -> ColorJitter(0.15, 0.1, 0.05, 0.05) (p 0.1) -> AugMix (p 0.6; severity 1, width 3, depth 1, alpha 0.1) ->
+    tensor -> :class:`InstanceNormImage`; no erasing. Test: resize ``SIZE_TEST`` -> tensor -> instance norm.
+    """
+    inp = cfg.INPUT
+    if inp.PIPELINE not in PIPELINES:
+        raise ValueError(f"INPUT.PIPELINE must be one of {PIPELINES}, got {inp.PIPELINE!r}")
+    f = inp.FGDI
+    if not is_train:
+        return T.Compose([T.Resize(tuple(inp.SIZE_TEST), interpolation=_interpolation(inp.INTERPOLATION_TEST)),
+                          PILToTensor255(), InstanceNormImage()])
+    size = tuple(inp.SIZE_TRAIN)
+    steps = [T.Resize(size, interpolation=_interpolation(inp.INTERPOLATION_TRAIN)),
+             T.RandomGrayscale(p=f.GRAY_PROB),
+             T.Pad(f.PADDING), T.RandomCrop(size),
+             T.RandomHorizontalFlip(p=f.FLIP_PROB),
+             T.RandomApply([T.ColorJitter(*f.CJ)], p=f.CJ_PROB),
+             T.RandomApply([T.AugMix(severity=f.AUGMIX.SEVERITY, mixture_width=f.AUGMIX.WIDTH,
+                                     chain_depth=f.AUGMIX.DEPTH, alpha=f.AUGMIX.ALPHA)], p=f.AUGMIX.PROB),
+             PILToTensor255(), InstanceNormImage()]
+    return T.Compose(steps)

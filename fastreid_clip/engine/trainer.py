@@ -2,14 +2,18 @@
 
 A stage (:class:`~fastreid_clip.config.stages.StageSpec`) names what trains, on which data, with which
 optimizer and per-epoch schedule. Single-stage models (the baseline) get one stage from ``SOLVER.*``.
+A model with an ``on_train_set(train_set)`` method gets the training set once, after it is built (e.g. to read a
+per-sample field such as each identity's source domain).
 For every stage the trainer
 
 1. freezes everything outside the stage's ``TRAINABLE`` prefixes (parameters the model froze itself, such as
    the BN-neck biases or the text encoder, stay frozen) and calls ``model.set_stage(name)``;
 2. builds the stage's data: PK batches of augmented images, or features of every training image cached once
-   with the test transform (sharded over ranks and gathered) for prompt learning;
+   with the test transform (sharded over ranks and gathered) for prompt learning; both carry the train set's
+   per-sample fields (``batch[name]``, e.g. CLIP-FGDI's ``"domains"``);
 3. calls ``model.on_stage_start(name)`` (e.g. CLIP-ReID computes its text-feature bank);
-4. builds the stage's optimizer and scheduler, wraps the model in DDP (gloo on CPU, NCCL on CUDA), and
+4. builds the stage's optimizer and scheduler (or, with ``STAGES.<NAME>.SHARE_OPTIMIZER_WITH``, continues those of
+   an earlier stage from their state at its end), wraps the model in DDP (gloo on CPU, NCCL on CUDA), and
    registers FastReID's hooks (timer, ``LRScheduler``, ``EvalHook``, writers) plus a stage-aware checkpointer;
 5. runs the epochs. Checkpoints record the stage and epoch, so ``--resume`` continues inside the right stage
    with its optimizer and scheduler state; with ``SEED >= 0`` every epoch's batches and augmentations are a
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import os
+import copy
 import random
 import time
 from typing import Optional
@@ -37,7 +42,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import ClipCheckpointer, atomic_torch_save, load_model_weights, read_checkpoint
 from ..checkpoint.files import CheckpointError
-from ..config.stages import StageSpec, stage_specs
+from ..config.stages import StageSpec, shared_stage, stage_specs
 from ..data.build import build_clip_test_loader, build_clip_train_set
 from ..data.epoch_data import FeatureEpochs, ImageEpochs
 from ..evaluation import ChunkedReidEvaluator, inference_shard_sizes
@@ -106,6 +111,8 @@ class ClipTrainer(DefaultTrainer):
         self.cfg = cfg
         self.device = torch.device(cfg.MODEL.DEVICE)
         self.raw_model = self.build_model(cfg)
+        if hasattr(self.raw_model, "on_train_set"):  # e.g. CLIP-FGDI reads each identity's source domain
+            self.raw_model.on_train_set(self.train_set)
         broadcast_module(self.raw_model)  # every rank starts from rank 0's weights (feature caching precedes DDP)
         self.stages = stage_specs(cfg)
         self._always_frozen = {id(p) for p in self.raw_model.parameters() if not p.requires_grad}
@@ -116,6 +123,7 @@ class ClipTrainer(DefaultTrainer):
         self._trainer: Optional[SimpleTrainer] = None  # built per stage
         self.checkpointer = ClipCheckpointer(self.raw_model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process())
         self.warmup_iters, self.delay_epochs = 0, 0
+        self._stage_end_states = {}  # stage name -> optimizer / scheduler state at its end (SHARE_OPTIMIZER_WITH)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -126,6 +134,22 @@ class ClipTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_clip_test_loader(cfg, dataset_name)
+
+    @classmethod
+    def test(cls, cfg, model):
+        """FastReID's per-dataset evaluation, or with ``DG.MULTI_TARGET`` one row per target (splits of the small DG
+        targets averaged, ``DG.SPLITS``) plus the average row (:mod:`fastreid_clip.evaluation.multi_target`)."""
+        if "DG" not in cfg or not cfg.DG.MULTI_TARGET:
+            return super().test(cfg, model)
+        from fastreid.evaluation import inference_on_dataset
+
+        from ..evaluation.multi_target import evaluate_targets
+
+        def evaluate_one(sub_cfg, name):
+            data_loader, evaluator = cls.build_evaluator(sub_cfg, name)
+            return inference_on_dataset(model, data_loader, evaluator, flip_test=sub_cfg.TEST.FLIP.ENABLED)
+
+        return evaluate_targets(cfg, evaluate_one)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_dir=None):
@@ -232,7 +256,8 @@ class ClipTrainer(DefaultTrainer):
         if stage.data == "features":
             feats, labels = cache_train_features(self.cfg, self.train_set, self.raw_model.cache_features,
                                                  self.raw_model, self.device)
-            return FeatureEpochs(feats, labels, stage.ims_per_batch, seed, rank, world)
+            return FeatureEpochs(feats, labels, stage.ims_per_batch, seed, rank, world,
+                                 fields=getattr(self.train_set, "sample_fields", None))
         instances = ImageEpochs.instances_for(self.cfg, stage)  # 0 = random batches (TrainingSampler); checked
         return ImageEpochs(self.train_set, stage.ims_per_batch, instances, self.cfg.DATALOADER.NUM_WORKERS, seed,
                            rank, world)
@@ -256,13 +281,21 @@ class ClipTrainer(DefaultTrainer):
         data = self._stage_data(stage)
         if hasattr(model, "on_stage_start"):
             model.on_stage_start(stage.name)
-        optimizer = build_stage_optimizer(model, stage, cfg.SOLVER.BIAS_LR_MATCH, cfg.SOLVER.MOMENTUM,
+        shared = shared_stage(self.stages, self.stage_index)  # STAGES.<NAME>.SHARE_OPTIMIZER_WITH
+        opt_stage = shared or stage
+        optimizer = build_stage_optimizer(model, opt_stage, cfg.SOLVER.BIAS_LR_MATCH, cfg.SOLVER.MOMENTUM,
                                           cfg.SOLVER.NESTEROV, cfg.SOLVER.OPT_IMPL)
-        self.scheduler = {"lr_sched": build_stage_scheduler(optimizer, stage)}
+        self.scheduler = {"lr_sched": build_stage_scheduler(optimizer, opt_stage)}
         if self._resume_checkpoint is not None:
             optimizer.load_state_dict(self._resume_checkpoint["optimizer"])
             self.scheduler["lr_sched"].load_state_dict(self._resume_checkpoint["lr_sched"])
             self._resume_checkpoint = None
+        elif shared is not None:
+            state = self._stage_end_state(shared.name)
+            optimizer.load_state_dict(state["optimizer"])
+            self.scheduler["lr_sched"].load_state_dict(state["lr_sched"])
+            logger.info("Stage '%s' continues the optimizer and scheduler of stage '%s' (scheduler epoch %d)",
+                        stage.name, shared.name, self.scheduler["lr_sched"].last_epoch)
         wrapped = model
         if comm.get_world_size() > 1:
             device_ids = [comm.get_local_rank()] if self.device.type == "cuda" else None
@@ -279,6 +312,23 @@ class ClipTrainer(DefaultTrainer):
         self._hooks = []
         self.register_hooks(self._stage_hooks(stage, fresh=start_epoch == 0))
         self._epoch_loop(data, start_epoch, stage.epochs)
+        if any(s.share_optimizer_with.upper() == stage.name.upper() for s in self.stages):
+            self._stage_end_states[stage.name] = copy.deepcopy(
+                {"optimizer": optimizer.state_dict(), "lr_sched": self.scheduler["lr_sched"].state_dict()})
+
+    def _stage_end_state(self, name: str) -> dict:
+        """Optimizer and scheduler state at the end of stage ``name``: kept in memory when it ran in this process,
+        else read from its ``model_<name>_final.pth`` (a run resumed in a later stage)."""
+        if name in self._stage_end_states:
+            return self._stage_end_states[name]
+        path = os.path.join(self.cfg.OUTPUT_DIR, f"model_{name}_final.pth")
+        try:
+            checkpoint = read_checkpoint(path)
+        except (CheckpointError, FileNotFoundError) as err:
+            raise RuntimeError(f"stage '{self.stages[self.stage_index].name}' continues the optimizer of stage "
+                               f"'{name}' (STAGES.{self.stages[self.stage_index].name.upper()}.SHARE_OPTIMIZER_WITH), "
+                               f"but {path} cannot be read: {err}") from err
+        return {"optimizer": checkpoint["optimizer"], "lr_sched": checkpoint["lr_sched"]}
 
     def _epoch_loop(self, data, start_epoch: int, max_epoch: int) -> None:
         """TrainerBase.train with a per-epoch batch plan (epochs may differ slightly in length)."""

@@ -6,6 +6,7 @@ See ``docs/evaluation.md``.
 from .config import add_eval_config
 from .evaluator import ChunkedReidEvaluator
 from .gather import gather_to_main, inference_shard_sizes
+from .multi_target import evaluate_targets, format_target_table
 from .ranking import (
     DistanceFn,
     RankingResult,
@@ -28,8 +29,10 @@ __all__ = [
     "average_query_expansion",
     "default_chunk_size",
     "evaluate_rank_chunked",
+    "evaluate_targets",
     "evaluate_rank_from_distances",
     "feature_distance",
+    "format_target_table",
     "gather_to_main",
     "inference_shard_sizes",
     "knn",

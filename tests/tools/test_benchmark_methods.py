@@ -40,6 +40,25 @@ def test_every_synthetic_config_is_a_row_and_starts_from_the_shipped_weights():
     assert runs[0].name == "clip_baseline_vit_tiny_random_init" and runs[1].name == "clip_baseline_vit_tiny"
 
 
+def test_image_budget_scales_the_schedule_the_image_stage_actually_uses():
+    from fastreid_clip.config import get_cfg, merge_config_file
+    from fastreid_clip.config.stages import stage_specs
+
+    tool = _tool()
+
+    def shortened(name):
+        cfg = merge_config_file(get_cfg(), os.path.join(ROOT, "configs", "Synthetic", name))
+        cfg.merge_from_list(tool.image_epochs_overrides(cfg, 12))
+        return {s.name: s for s in stage_specs(cfg)}
+
+    own = shortened("clip_reid_vit_tiny.yml")["image"]  # its own schedule: milestones 16, 21 of 24 -> 8, 10 of 12
+    assert (own.epochs, own.steps, own.warmup_epochs) == (12, (8, 10), 2)
+    fgdi = shortened("clip_fgdi_vit_tiny.yml")  # image continues prior's scheduler, 3 epochs ahead
+    assert fgdi["image"].epochs == 12 and fgdi["image"].share_optimizer_with == "prior"
+    assert fgdi["prior"].epochs == 3 and fgdi["prior"].steps == (3 + 8, 3 + 10)  # the same image epochs 8, 10
+    assert fgdi["prior"].warmup_epochs == 3  # the warm-up inside prior is not part of the image budget
+
+
 def test_rows_with_different_image_budgets_are_refused():
     tool = _tool()
     rows = [{"spec": {"name": "a"}, "budget": "24 x 32"}, {"spec": {"name": "b"}, "budget": "12 x 32"}]

@@ -125,6 +125,7 @@ def build_clip_model(
     geometry: ClipGeometry,
     quick_gelu: bool = True,
     trust_torchscript: bool = False,
+    weights_follow: Optional[str] = None,
 ) -> nn.Module:
     """Create an open_clip CLIP model, load local weights and adapt its vision geometry.
 
@@ -135,6 +136,8 @@ def build_clip_model(
         geometry: input size, ViT stride and ResNet last stride.
         quick_gelu: use QuickGELU (OpenAI's weights were trained with it).
         trust_torchscript: allow OpenAI TorchScript archives.
+        weights_follow: with ``weights=None``, the trained checkpoint that will be loaded over the random init
+            (``MODEL.WEIGHTS``: evaluation, feature extraction); logged instead of the random-weights warning.
 
     Returns:
         The open_clip ``CLIP`` module (fp32, CPU) with adapted ``visual``.
@@ -160,6 +163,9 @@ def build_clip_model(
         assert list(incompatible.unexpected_keys) == [] and list(incompatible.missing_keys) == [pos_key]
         logger.info("Loaded CLIP weights for %s from %s: %d tensors (%s)", arch, weights, len(state_dict) + 1,
                     describe_clip_state_dict(state_dict))
+    elif weights_follow:
+        logger.info("CLIP architecture %s built without CLIP weights: every weight comes from %s (MODEL.WEIGHTS)",
+                    arch, weights_follow)
     else:
         logger.warning("CLIP architecture %s built with RANDOM weights (MODEL.BACKBONE.PRETRAIN False)", arch)
     if is_vit(model.visual):
@@ -201,4 +207,5 @@ def build_clip_model_from_cfg(cfg) -> nn.Module:
         geometry_from_cfg(cfg),
         quick_gelu=bb.QUICK_GELU,
         trust_torchscript=bb.TRUST_TORCHSCRIPT,
+        weights_follow=cfg.MODEL.WEIGHTS or None,
     )

@@ -266,11 +266,16 @@ class PromptSG(ClipBaseline):
     def simplified_query(self) -> QueryState:
         """The simplified prompt's MIM query state: cached in eval mode, recomputed (with gradients) in training."""
         if self.training:
-            return self.mim.encode_query(self.simplified_text().unsqueeze(1))
+            return self.mim.encode_query(self.fixed_query())
         if self._query_cache is None or self._query_cache.q.device != self.device:
             with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
-                self._query_cache = self.mim.encode_query(self.simplified_text().unsqueeze(1))
+                self._query_cache = self.mim.encode_query(self.fixed_query())
         return self._query_cache
+
+    def fixed_query(self) -> torch.Tensor:
+        """``[1, Lq, E]`` MIM query of the simplified prompt: its text feature as one token (CLIP-SCGI: the
+        prompt's token sequence)."""
+        return self.simplified_text().unsqueeze(1)
 
     # ------------------------------------------------------------------ image side
     def extract(self, batched_inputs: Dict, **backbone_kwargs) -> ClipImageFeatures:
@@ -311,13 +316,21 @@ class PromptSG(ClipBaseline):
         """Eq. 10 over the (global) batch: ``loss_id``, ``loss_triplet``, ``loss_i2t`` / ``loss_t2i`` (x lambda)."""
         image = feats.proj
         text = self.encode_composed(image) if self.train_prompt == "composed" else None
+        z = None
         if self.mim is not None:
             state = None if text is not None else self.simplified_query()
             z = self.interact(feats, text=text, state=state)
+        return self.reid_losses(feats, targets, z, text)
+
+    def reid_losses(self, feats: ClipImageFeatures, targets: torch.Tensor, z: Optional[torch.Tensor],
+                    text: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The loss terms given the MIM output ``z [B, D]`` (None without a MIM: the baseline's two heads) and the
+        per-image text features ``text [B, E]`` (None: no SupCon)."""
+        image = feats.proj
+        if z is not None:
             _, logits = self.head(z)
             loss_id = cross_entropy_label_smooth(logits, targets, self.label_smooth)
         else:
-            z = None
             _, logits = self.head(feats.final)
             _, logits_proj = self.head_proj(feats.proj)
             loss_id = cross_entropy_label_smooth(logits, targets, self.label_smooth) + \
