@@ -86,3 +86,20 @@ TWO_STAGE_SHORT = [
     "STAGES.IMAGE.WARMUP_EPOCHS", "1", "STAGES.IMAGE.EVAL_PERIOD", "0", "STAGES.IMAGE.CHECKPOINT_PERIOD", "1",
     "STAGES.PROMPT.CHECKPOINT_PERIOD", "1", "STAGES.PROMPT.IMS_PER_BATCH", "16",
 ]
+
+
+def reload_final_checkpoint(trainer):
+    """``(fresh, trained)`` eval-mode models: a model built as ``--eval-only`` builds it (no CLIP weight file, a
+    different random init) with ``OUTPUT_DIR/model_final.pth`` loaded, and the trainer's own model."""
+    import os
+
+    from fastreid_clip.checkpoint import load_model_weights
+    from fastreid_clip.engine import ClipTrainer
+
+    cfg = trainer.cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.BACKBONE.PRETRAIN = False  # as --eval-only: every weight and prompt row from the checkpoint
+    torch.manual_seed(123)
+    fresh = ClipTrainer.build_model(cfg)
+    load_model_weights(fresh, os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    return fresh.eval(), trainer.raw_model.eval()

@@ -2,13 +2,11 @@
 improves mAP in both inference modes, and a checkpoint evaluated without any CLIP weight file gives the same
 features (the prompt rows are saved with the model)."""
 
-import os
 
 import pytest
 import torch
 
-from conftest import tiny_cfg
-from fastreid_clip.checkpoint import load_model_weights
+from conftest import reload_final_checkpoint, tiny_cfg
 from fastreid_clip.engine import ClipTrainer
 
 CONFIG = "configs/Synthetic/promptsg_vit_tiny.yml"
@@ -54,16 +52,7 @@ def test_training_improves_map_in_both_inference_modes(trained):
 
 
 def test_checkpoint_without_clip_weights_gives_the_same_features(trained):
-    trainer = trained[0]
-    cfg = trainer.cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.BACKBONE.PRETRAIN = False  # as --eval-only: every weight and prompt row from the checkpoint
-    torch.manual_seed(123)
-    fresh = ClipTrainer.build_model(cfg)
-    load_model_weights(fresh, os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
-    model = trainer.raw_model
-    fresh.eval()
-    model.eval()
+    fresh, model = reload_final_checkpoint(trained[0])
     batch = {"images": torch.rand(3, 3, 256, 128) * 255, "camids": torch.tensor([0, 1, 2])}
     with torch.no_grad():
         for mode in ("composed", "simplified"):

@@ -1,14 +1,12 @@
 """CLIP-SCGI with captions from the synthetic data: the caption-embedding cache gives the training losses of encoding
 the captions on the fly, and the tiny synthetic config trains end to end (shipped synthetic CLIP weights, CPU)."""
 
-import os
 
 import pytest
 import torch
 from fastreid.modeling.meta_arch import build_model
 
-from conftest import tiny_cfg
-from fastreid_clip.checkpoint import load_model_weights
+from conftest import reload_final_checkpoint, tiny_cfg
 from fastreid_clip.data.build import build_clip_train_set, train_items
 from fastreid_clip.engine import ClipTrainer
 from fastreid_clip.engine.caption_cache import caption_sample_fields, encode_captions
@@ -110,16 +108,7 @@ def test_tiny_synthetic_config_trains_end_to_end(trained):
 
 
 def test_checkpoint_evaluates_without_clip_weights_or_captions(trained):
-    trainer = trained[0]
-    cfg = trainer.cfg.clone()
-    cfg.defrost()
-    cfg.MODEL.BACKBONE.PRETRAIN = False  # as --eval-only: every weight and prompt row from the checkpoint
-    torch.manual_seed(123)
-    fresh = ClipTrainer.build_model(cfg)
-    load_model_weights(fresh, os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
-    model = trainer.raw_model
-    fresh.eval()
-    model.eval()
+    fresh, model = reload_final_checkpoint(trained[0])
     batch = {"images": torch.rand(3, 3, 256, 128) * 255, "camids": torch.tensor([0, 1, 2])}
     with torch.no_grad():
         assert torch.equal(fresh(batch), model(batch))
