@@ -32,7 +32,7 @@ test: setup
 	$(PY) -m pytest -q tests
 
 # Every method with a synthetic config trained from the shipped synthetic CLIP, in-domain and held-out-domain
-# tables (tools/benchmark_methods.py; about 30 minutes on 2 CPU cores; unchanged runs are reused).
+# tables (tools/benchmark_methods.py; with every method about an hour or more on 2 CPU cores; unchanged runs are reused).
 benchmark: setup
 	$(PY) tools/benchmark_methods.py
 

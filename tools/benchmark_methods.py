@@ -24,7 +24,7 @@ Each run is a child process (``--worker``) writing ``<output-dir>/<table>/<row>/
 results of unchanged runs (same overrides, config files and weight file) unless ``--fresh`` (use it after code
 changes). Examples::
 
-    python tools/benchmark_methods.py                       # both tables (about 30 min on 2 CPU cores)
+    python tools/benchmark_methods.py                       # both tables (every method: an hour or more on 2 CPU cores)
     python tools/benchmark_methods.py --tables in_domain --only clip_reid_vit_tiny
     python tools/benchmark_methods.py --quick                # a 1-epoch smoke run of every row (tests)
 """
