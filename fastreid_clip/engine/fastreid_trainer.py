@@ -62,6 +62,20 @@ def check_single_stage(cfg, where: str = "DefaultTrainer") -> None:
     )
 
 
+def check_no_sample_fields(cfg, where: str = "DefaultTrainer") -> None:
+    """Raise ``ValueError`` if the meta-architecture needs per-sample training fields (``train_sample_fields``,
+    e.g. CLIP-SCGI's caption embeddings): FastReID's train loader does not deliver them."""
+    from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+
+    arch = cfg.MODEL.META_ARCHITECTURE
+    if getattr(META_ARCH_REGISTRY._obj_map.get(arch), "train_sample_fields", None) is None:
+        return
+    raise ValueError(
+        f"{where}: MODEL.META_ARCHITECTURE {arch} needs per-sample training data that FastReID's train loader does "
+        f"not deliver (its train_sample_fields, e.g. caption embeddings or source-domain ids). Train this config "
+        f"with fastreid_clip.engine.ClipTrainer (`python tools/train_net.py --config-file <config>`).")
+
+
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer, iters_per_epoch: int,
                        _fastreid_build=None) -> Dict[str, object]:
     """FastReID's ``build_lr_scheduler`` extended with ``WarmupMultiStepEpochLR`` and ``CosineEpochLR``.
@@ -220,6 +234,7 @@ def _patch_trainer_init() -> None:
 
         if not isinstance(self, ClipTrainer):  # ClipTrainer runs stages (and does not call this __init__ today)
             check_single_stage(cfg, type(self).__name__)
+            check_no_sample_fields(cfg, type(self).__name__)
         init(self, cfg, *args, **kwargs)
 
     setattr(__init__, _WRAPPED, init)

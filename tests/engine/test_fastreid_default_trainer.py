@@ -226,3 +226,16 @@ def test_multi_stage_config_names_clip_trainer(two_stage_cfg):
         build_optimizer(cfg, model)
     with pytest.raises(ValueError, match=r"build_lr_scheduler: .*ClipTrainer"):
         build_lr_scheduler(cfg, torch.optim.SGD(model.parameters(), lr=0.1), 1)
+
+
+def test_sample_field_meta_arch_names_clip_trainer(tmp_path, monkeypatch):
+    """CLIP-SCGI is single-stage but needs caption embeddings per sample, which FastReID's loader does not deliver."""
+    empty_root = tmp_path / "datasets"
+    empty_root.mkdir()
+    monkeypatch.setenv("FASTREID_DATASETS", str(empty_root))
+    cfg = tiny_cfg(str(tmp_path / "out"), config="configs/Synthetic/clip_scgi_vit_tiny.yml")
+    assert not tuple(cfg.STAGES.NAMES)  # single-stage: the stage check alone would let it through
+    with pytest.raises(ValueError, match=r"DefaultTrainer: MODEL.META_ARCHITECTURE ClipSCGI needs per-sample.*"
+                                         r"ClipTrainer.*tools/train_net\.py"):
+        DefaultTrainer(cfg)
+    assert list(empty_root.iterdir()) == []  # raised before any data was generated
