@@ -48,6 +48,12 @@ class ConfigValueError(ValueError):
         return type(self), (self.key, self.value, self.expected, self.hint)
 
 
+# SOLVER.OPT_IMPL: how torch.optim runs the update over the parameter list. "fused" (one kernel for all parameters;
+# Adam on ViT-B/16 measured 0.14 s / step vs 1.75 s foreach vs 3.52 s for-loop on a 2-core CPU), "foreach"
+# (multi-tensor ops, torch's default), "for_loop" (one parameter at a time, the reference code's behaviour).
+OPT_IMPLS = ("fused", "foreach", "for_loop")
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -184,8 +190,8 @@ def validate_train_config(cfg, stages: Optional[Sequence] = None) -> None:
     workers = cfg.DATALOADER.NUM_WORKERS
     if not _is_int(workers) or workers < 0:
         raise ConfigValueError("DATALOADER.NUM_WORKERS", workers, "an integer >= 0 (0 = load in the main process)")
-    if cfg.SOLVER.OPT_IMPL not in ("fused", "foreach", "for_loop"):
-        raise ConfigValueError("SOLVER.OPT_IMPL", cfg.SOLVER.OPT_IMPL, "one of ['fused', 'foreach', 'for_loop']")
+    if cfg.SOLVER.OPT_IMPL not in OPT_IMPLS:
+        raise ConfigValueError("SOLVER.OPT_IMPL", cfg.SOLVER.OPT_IMPL, f"one of {list(OPT_IMPLS)}")
     check_label_smoothing("MODEL.LOSSES.CE.EPSILON", cfg.MODEL.LOSSES.CE.EPSILON)
     if "I2T" in cfg.MODEL.LOSSES:
         check_label_smoothing("MODEL.LOSSES.I2T.EPSILON", cfg.MODEL.LOSSES.I2T.EPSILON)
