@@ -3,7 +3,8 @@
 
 Rows: every ``configs/Synthetic/*.yml`` (each starts from ``weights/synthetic_clip/``), plus the CLIP baseline from
 random initialisation (the acceptance reference: pretraining must help) and the ablation rows of ``ABLATIONS``
-(CLIP-SCGI without CGI / without CFF, in-domain table only), each trained with ``SEED 0``. Every row
+(CLIP-SCGI without CGI / without CFF / fusing every image token; CLIP-FGDI's apn variants), each in the tables it
+names and trained with ``SEED 0``. Every row
 spends the same image-stage budget: ``--image-epochs`` (default 12, half the configs' 24; lr milestones and
 warm-up scaled) at the configs' batch of 32; the tool refuses a table whose rows differ in epochs x batch. A
 meta-architecture with several inference modes (a class attribute ``INFERENCE_MODE_OVERRIDES = {mode: [config
@@ -49,15 +50,26 @@ sys.path.insert(0, ROOT)
 SYNTHETIC_CONFIGS = os.path.join(ROOT, "configs", "Synthetic")
 # The random-init reference row: the baseline ViT config without its weight file (same lr and schedule).
 RANDOM_INIT = {"clip_baseline_vit_tiny": ["MODEL.BACKBONE.PRETRAIN", "False"]}
-# Ablation rows, right after the config they are made from (in-domain table only): run name -> (config stem, label,
-# overrides). CLIP-SCGI's Tab. III rows: no CGI (fixed prompt into CFF, no captions, no L_con) and no CFF (baseline
-# heads + L_con).
+# Ablation rows, right after the config they are made from: run name -> (config stem, label, overrides, tables).
+# CLIP-SCGI's Tab. III rows: no CGI (fixed prompt into CFF, no captions, no L_con) and no CFF (baseline heads +
+# L_con), the fusion without the query residual (the query is the composed prompt in training, the fixed prompt at
+# test time), and over every image token too (notes §6.4: "ablate `all` first").
+# CLIP-FGDI's Tab. VIII apn variants: the Euclidean hinge (the paper's best, at its beta 0.3) and the cosine form
+# with the sign that matches the stated intent (docs/clip_fgdi.md, "The direction problem").
 ABLATIONS = {
     "clip_scgi_vit_tiny_no_cgi": ("clip_scgi_vit_tiny", "no CGI", [
-        "MODEL.SCGI.CGI.ENABLED", "False", "SOLVER.LR_FACTORS", "[['mim', 10.0], ['head', 10.0]]"]),
+        "MODEL.SCGI.CGI.ENABLED", "False", "SOLVER.LR_FACTORS", "[['mim', 10.0], ['head', 10.0]]"], ("in_domain",)),
     "clip_scgi_vit_tiny_no_cff": ("clip_scgi_vit_tiny", "no CFF", [
         "MODEL.SCGI.CFF.ENABLED", "False", "MODEL.LOSSES.TRI.FEATURES", "('inter', 'final', 'proj')",
-        "SOLVER.LR_FACTORS", "[['inversion', 10.0], ['head', 10.0], ['head_proj', 10.0]]"]),
+        "SOLVER.LR_FACTORS", "[['inversion', 10.0], ['head', 10.0], ['head_proj', 10.0]]"], ("in_domain",)),
+    "clip_scgi_vit_tiny_kv_all": ("clip_scgi_vit_tiny", "CFF.KV all, no query residual", [
+        "MODEL.SCGI.CFF.KV", "all", "MODEL.SCGI.CFF.QUERY_RESIDUAL", "False"], ("in_domain",)),
+    "clip_scgi_vit_tiny_no_residual": ("clip_scgi_vit_tiny", "no CFF query residual", [
+        "MODEL.SCGI.CFF.QUERY_RESIDUAL", "False"], ("in_domain",)),
+    "clip_fgdi_vit_tiny_ed_hinge": ("clip_fgdi_vit_tiny", "apn ed_hinge, beta 0.3", [
+        "MODEL.FGDI.APN.MODE", "ed_hinge", "MODEL.FGDI.BETA", "0.3"], ("dg",)),
+    "clip_fgdi_vit_tiny_intent_cs": ("clip_fgdi_vit_tiny", "apn intent_cs", [
+        "MODEL.FGDI.APN.MODE", "intent_cs"], ("dg",)),
 }
 DG_OVERRIDES = ["DATASETS.SYNTHETIC.NUM_DOMAINS", "4", "DATASETS.SYNTHETIC.TRAIN_DOMAINS", "(0, 1, 2)",
                 "DATASETS.SYNTHETIC.TEST_DOMAINS", "(3,)"]
@@ -66,7 +78,11 @@ TABLES = {"in_domain": [], "dg": DG_OVERRIDES}
 # is in the in-domain table only).
 # CLIP-FGDI needs several training domains (its config trains on synthetic domains 0-2 as three sources and tests
 # on the held-out domain 3): it is a row of the domain-generalisation table only.
-TABLE_EXCLUDES = {"dg": ("clip_baseline_rn_tiny",) + tuple(ABLATIONS), "in_domain": ("clip_fgdi_vit_tiny",)}
+TABLE_EXCLUDES = {"dg": ("clip_baseline_rn_tiny",), "in_domain": ("clip_fgdi_vit_tiny",)}
+for _name, (_, _, _, _tables) in ABLATIONS.items():  # an ablation row is in the tables it names only
+    for _table in TABLES:
+        if _table not in _tables:
+            TABLE_EXCLUDES[_table] += (_name,)
 # The benchmark's image-stage budget: half the configs' 24 epochs (milestones and warm-up scaled), the same for
 # every row; --image-epochs 0 trains with the configs' own schedules.
 DEFAULT_IMAGE_EPOCHS = 12
@@ -122,7 +138,8 @@ def discover_runs(only: Sequence[str] = ()) -> List[Run]:
         if stem in RANDOM_INIT:
             runs.append(Run(f"{stem}_random_init", rel, list(RANDOM_INIT[stem])))
         runs.append(Run(stem, rel))
-        runs += [Run(name, rel, list(overrides)) for name, (base, _, overrides) in ABLATIONS.items() if base == stem]
+        runs += [Run(name, rel, list(overrides)) for name, (base, _, overrides, _) in ABLATIONS.items()
+                 if base == stem]
     if only:
         unknown = set(only) - {r.name for r in runs}
         if unknown:

@@ -83,17 +83,20 @@ def dataset_items(cfg, name: str) -> Tuple[List[Item], int]:
 
 
 class _Images(Dataset):
-    """Items -> (index, [3, H, W] tensor or None, error text or None); a bad image never raises."""
+    """Items -> (index, [3, H, W] tensor or None, error text or None); a bad image never raises.
 
-    def __init__(self, items: Sequence[Item], extractor: FeatureExtractor):
-        self.items, self.extractor = items, extractor
+    It holds the test transform only, not the extractor: loader workers started with ``spawn`` (macOS, Windows)
+    would otherwise receive a copy of the whole model."""
+
+    def __init__(self, items: Sequence[Item], transform):
+        self.items, self.transform = items, transform
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, index):
         try:
-            return index, self.extractor.preprocess(read_image_file(self.items[index][0])), None
+            return index, self.transform(read_image_file(self.items[index][0])), None
         except Exception as err:  # any unreadable or undecodable file is listed, not fatal
             return index, None, f"{type(err).__name__}: {err}"
 
@@ -108,7 +111,7 @@ def extract_to_file(extractor: FeatureExtractor, items: Sequence[Item], output: 
     from tqdm import tqdm
 
     writer = FeatureFileWriter(output, extractor.feature_dim)
-    loader = DataLoader(_Images(items, extractor), batch_size=extractor.batch_size, num_workers=num_workers,
+    loader = DataLoader(_Images(items, extractor.transform), batch_size=extractor.batch_size, num_workers=num_workers,
                         collate_fn=_collate)
     kept: List[int] = []
     skipped = []

@@ -57,6 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     else:
         raise SystemExit("give --run-dir, or --config-file and --weights")
     meta = read_metadata(args.gallery) if args.gallery else None
+    if args.gallery and not (meta and meta.get("paths")):
+        raise SystemExit(f"--gallery '{args.gallery}': its JSON sidecar with the image paths is missing "
+                         f"(tools/extract_features.py writes <name>.json beside the features)")
     split = np.array(meta["split"]) if meta and meta.get("split") else None
     camids = args.camids
     if args.images:

@@ -42,6 +42,10 @@ class StageSpec:
         steps, gamma, warmup_factor, warmup_epochs, warmup_lr_init, eta_min_lr: schedule parameters.
         checkpoint_period: save every this many epochs (and at the end of the stage).
         eval_period: evaluate every this many epochs and at the end of the stage; 0 = never in this stage.
+        batch_order: order of a ``features`` stage's minibatches: ``"shuffle"`` (a new permutation every epoch, the
+            last partial minibatch kept; CLIP-ReID) or ``"fixed"`` (training-set order, the same full minibatches
+            every epoch, remainder dropped; CLIP-FGDI's prompt stages [ref-code]). An ``images`` stage takes PK or
+            random batches (``DATALOADER``) and must leave it at ``"shuffle"``.
         share_optimizer_with: name of an earlier stage whose optimizer and scheduler this stage continues
             (``""`` = its own). The stage then trains the same parameters with that stage's optimizer and schedule
             keys, starting from their state at the end of that stage: e.g. CLIP-FGDI's ``image`` stage continues
@@ -74,6 +78,7 @@ class StageSpec:
     eta_min_lr: float = 1e-6
     checkpoint_period: int = 10
     eval_period: int = 10
+    batch_order: str = "shuffle"
     share_optimizer_with: str = ""
     keys: Optional[Mapping[str, str]] = field(default=None, compare=False, repr=False)
 
@@ -165,6 +170,16 @@ def _check_lr_factors(stage: StageSpec) -> None:
         _fail(stage, "lr_factors", expected, f"{duplicate!r} is listed twice")
 
 
+def _check_batch_order(stage: StageSpec) -> None:
+    from ..data.epoch_data import BATCH_ORDERS
+
+    if stage.batch_order not in BATCH_ORDERS:
+        _fail(stage, "batch_order", f"one of {BATCH_ORDERS}")
+    if stage.batch_order != "shuffle" and stage.data != "features":
+        _fail(stage, "batch_order", "'shuffle' for an images stage (its batches come from the PK or random sampler)",
+              f"BATCH_ORDER '{stage.batch_order}' orders the minibatches of a DATA 'features' stage")
+
+
 def _check_share(stage: StageSpec) -> None:
     value = stage.share_optimizer_with
     if not isinstance(value, str) or (value and value.upper() == str(stage.name).upper()):
@@ -196,6 +211,7 @@ _CHECKS = (
     _int_at_least("checkpoint_period", 0, "a checkpoint period >= 0 epochs (0 = only at the end of the stage)"),
     _int_at_least("eval_period", 0, "an evaluation period >= 0 epochs (0 = never in this stage)"),
     _check_trainable,
+    _check_batch_order,
     _check_share,
 )
 
@@ -206,7 +222,7 @@ _NODE_KEYS = {  # config key -> StageSpec field
     "GAMMA": "gamma",
     "WARMUP_FACTOR": "warmup_factor", "WARMUP_EPOCHS": "warmup_epochs", "WARMUP_LR_INIT": "warmup_lr_init",
     "ETA_MIN_LR": "eta_min_lr", "CHECKPOINT_PERIOD": "checkpoint_period", "EVAL_PERIOD": "eval_period",
-    "SHARE_OPTIMIZER_WITH": "share_optimizer_with",
+    "BATCH_ORDER": "batch_order", "SHARE_OPTIMIZER_WITH": "share_optimizer_with",
 }
 _FIELD_KEYS = {attr: key for key, attr in _NODE_KEYS.items()}
 
@@ -227,7 +243,7 @@ def add_stage_config(cfg: CN, name: str, **values) -> None:
 
     Keys: EPOCHS, TRAINABLE, DATA, IMS_PER_BATCH, OPT, BASE_LR, WEIGHT_DECAY, WEIGHT_DECAY_BIAS, BIAS_LR_FACTOR,
     LR_FACTORS (``[[prefix, factor], ...]``), SCHED, STEPS, GAMMA, WARMUP_FACTOR, WARMUP_EPOCHS, WARMUP_LR_INIT,
-    ETA_MIN_LR, CHECKPOINT_PERIOD, EVAL_PERIOD, SHARE_OPTIMIZER_WITH.
+    ETA_MIN_LR, CHECKPOINT_PERIOD, EVAL_PERIOD, BATCH_ORDER, SHARE_OPTIMIZER_WITH.
     """
     defaults = StageSpec(name=name, epochs=values.pop("EPOCHS", 1))
     node = CN()
@@ -250,7 +266,8 @@ def add_stage_config(cfg: CN, name: str, **values) -> None:
 
 
 def _spec_from_node(name: str, node: CN) -> StageSpec:
-    kwargs = {attr: node[key] for key, attr in _NODE_KEYS.items() if key in node or key != "SHARE_OPTIMIZER_WITH"}
+    optional = ("SHARE_OPTIMIZER_WITH", "BATCH_ORDER")  # added later: a node made by an older add_stage_config
+    kwargs = {attr: node[key] for key, attr in _NODE_KEYS.items() if key in node or key not in optional}
     kwargs["trainable"] = tuple(kwargs["trainable"])
     kwargs["steps"] = tuple(kwargs["steps"])
     return StageSpec(name=name, **kwargs)

@@ -8,9 +8,9 @@ import torch
 from fastreid.data.build import fast_batch_collator
 from torch.utils.data import DataLoader, Dataset
 
-from .samplers import pk_batches, random_batches, shard_batch
+from .samplers import fixed_batches, pk_batches, random_batches, shard_batch
 
-__all__ = ["ImageEpochs", "FeatureEpochs"]
+__all__ = ["ImageEpochs", "FeatureEpochs", "BATCH_ORDERS"]
 
 
 class _EpochPlan:
@@ -74,8 +74,13 @@ class ImageEpochs(_EpochPlan):
                           pin_memory=torch.cuda.is_available())
 
 
+BATCH_ORDERS = ("shuffle", "fixed")
+
+
 class FeatureEpochs(_EpochPlan):
-    """Random minibatches of cached features (CLIP-ReID stage 1): a new permutation every epoch.
+    """Minibatches of cached features: a new random permutation every epoch (``order="shuffle"``, CLIP-ReID stage 1,
+    the last partial minibatch kept), or the cached rows in training-set order, the same full minibatches every
+    epoch with the remainder dropped (``order="fixed"``, CLIP-FGDI's prompt stages [ref-code]).
 
     Args:
         features: ``[N, D]`` cached image features (on the training device).
@@ -86,11 +91,15 @@ class FeatureEpochs(_EpochPlan):
             value per cached row, in the same order), added to every minibatch as ``batch[name]``: tensors are
             indexed on their first dim (on the features' device), other sequences give a list. So a method reads
             e.g. ``batch["domains"]`` in a cached-feature stage exactly as in an image stage.
+        order: ``"shuffle"`` or ``"fixed"`` (:data:`BATCH_ORDERS`; ``STAGES.<NAME>.BATCH_ORDER``).
     """
 
     def __init__(self, features: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, rank: int = 0,
-                 world_size: int = 1, fields: Optional[Mapping[str, Any]] = None):
+                 world_size: int = 1, fields: Optional[Mapping[str, Any]] = None, order: str = "shuffle"):
         super().__init__(batch_size, seed, rank, world_size)
+        if order not in BATCH_ORDERS:
+            raise ValueError(f"batch order must be one of {BATCH_ORDERS}, got {order!r}")
+        self.order = order
         self.features = features
         self.labels = labels
         self.fields = {}
@@ -105,6 +114,8 @@ class FeatureEpochs(_EpochPlan):
         return len(self._global(0))
 
     def _global(self, epoch: int) -> List[List[int]]:
+        if self.order == "fixed":
+            return fixed_batches(len(self.labels), self.batch_size)
         return random_batches(len(self.labels), self.batch_size, self.seed, epoch, multiple_of=self.world_size)
 
     def epoch(self, epoch: int) -> List[Dict[str, torch.Tensor]]:

@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
-__all__ = ["pk_batches", "random_batches", "shard_batch"]
+__all__ = ["pk_batches", "random_batches", "fixed_batches", "shard_batch"]
 
 
 def _rng(seed: int, epoch: int) -> np.random.Generator:
@@ -89,6 +89,15 @@ def random_batches(num_items: int, batch_size: int, seed: int, epoch: int, multi
     last = batches[-1]
     batches[-1] = last[:len(last) - len(last) % multiple_of]
     return [b for b in batches if b]
+
+
+def fixed_batches(num_items: int, batch_size: int) -> List[List[int]]:
+    """``0..num_items-1`` in order, cut into full minibatches of ``batch_size``; the remainder is dropped. The same
+    plan every epoch (CLIP-FGDI's prompt stages iterate the cached features this way [ref-code])."""
+    _check_positive("batch_size", batch_size)
+    if isinstance(num_items, bool) or not isinstance(num_items, (int, np.integer)) or num_items < 0:
+        raise ValueError(f"num_items must be an integer >= 0, got {num_items!r}")
+    return [list(range(i, i + batch_size)) for i in range(0, num_items - batch_size + 1, batch_size)]
 
 
 def shard_batch(batch: Sequence[int], rank: int, world_size: int) -> List[int]:

@@ -9,8 +9,9 @@ For every stage the trainer
 1. freezes everything outside the stage's ``TRAINABLE`` prefixes (parameters the model froze itself, such as
    the BN-neck biases or the text encoder, stay frozen) and calls ``model.set_stage(name)``;
 2. builds the stage's data: PK batches of augmented images, or features of every training image cached once
-   with the test transform (sharded over ranks and gathered) for prompt learning; both carry the train set's
-   per-sample fields (``batch[name]``, e.g. CLIP-FGDI's ``"domains"``);
+   with the test transform (sharded over ranks and gathered; consecutive ``features`` stages share one cache) for
+   prompt learning, in shuffled or fixed order (``BATCH_ORDER``); both carry the train set's per-sample fields
+   (``batch[name]``, e.g. CLIP-FGDI's ``"domains"``);
 3. calls ``model.on_stage_start(name)`` (e.g. CLIP-ReID computes its text-feature bank);
 4. builds the stage's optimizer and scheduler (or, with ``STAGES.<NAME>.SHARE_OPTIMIZER_WITH``, continues those of
    an earlier stage from their state at its end), wraps the model in DDP (gloo on CPU, NCCL on CUDA), and
@@ -124,6 +125,7 @@ class ClipTrainer(DefaultTrainer):
         self.checkpointer = ClipCheckpointer(self.raw_model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process())
         self.warmup_iters, self.delay_epochs = 0, 0
         self._stage_end_states = {}  # stage name -> optimizer / scheduler state at its end (SHARE_OPTIMIZER_WITH)
+        self._feature_cache = None  # (features, labels) of the last features stage (_train_features)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -161,8 +163,15 @@ class ClipTrainer(DefaultTrainer):
 
     @classmethod
     def auto_scale_for_dataset(cls, cfg, train_set):
-        """``NUM_CLASSES`` (FastReID's rule) and, when 0, the SIE camera count from the training set."""
-        cfg = cls.auto_scale_hyperparams(cfg, train_set.num_classes)
+        """``NUM_CLASSES`` (FastReID's rule: set only when 0) and, when 0, the SIE camera count from the training set.
+
+        The class count is ``train_set.num_classes``, unless ``MODEL.META_ARCHITECTURE`` has a classmethod
+        ``num_train_classes(cfg, train_set)``: then its value (e.g. CLIP-FGDI's ``MODEL.FGDI.NOMINAL_CLASSES``)."""
+        from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
+
+        sizer = getattr(META_ARCH_REGISTRY._obj_map.get(cfg.MODEL.META_ARCHITECTURE), "num_train_classes", None)
+        num_classes = sizer(cfg, train_set) if sizer is not None else train_set.num_classes
+        cfg = cls.auto_scale_hyperparams(cfg, num_classes)
         if cfg.MODEL.BACKBONE.NUM_CAMERAS == 0:
             frozen = cfg.is_frozen()
             cfg.defrost()
@@ -254,13 +263,27 @@ class ClipTrainer(DefaultTrainer):
         rank, world = comm.get_rank(), comm.get_world_size()
         seed = self.seed + 7919 * self.stage_index
         if stage.data == "features":
-            feats, labels = cache_train_features(self.cfg, self.train_set, self.raw_model.cache_features,
-                                                 self.raw_model, self.device)
+            feats, labels = self._train_features()
             return FeatureEpochs(feats, labels, stage.ims_per_batch, seed, rank, world,
-                                 fields=getattr(self.train_set, "sample_fields", None))
+                                 fields=getattr(self.train_set, "sample_fields", None), order=stage.batch_order)
+        self._feature_cache = None  # an image stage may change the encoder: a later features stage re-caches
         instances = ImageEpochs.instances_for(self.cfg, stage)  # 0 = random batches (TrainingSampler); checked
         return ImageEpochs(self.train_set, stage.ims_per_batch, instances, self.cfg.DATALOADER.NUM_WORKERS, seed,
                            rank, world)
+
+    def _train_features(self):
+        """The cached training features of a ``features`` stage. Consecutive ``features`` stages (CLIP-FGDI's
+        ``id_prompt`` then ``domain_prompt``) share one cache: a stage on cached features cannot change the image
+        encoder that produced them (it gets no gradient), so encoding the training set again would give the same
+        features."""
+        previous = self.stages[self.stage_index - 1] if self.stage_index > 0 else None
+        if self._feature_cache is not None and previous is not None and previous.data == "features":
+            logger.info("Stage '%s' reuses the training features cached for stage '%s'",
+                        self.stages[self.stage_index].name, previous.name)
+            return self._feature_cache
+        self._feature_cache = cache_train_features(self.cfg, self.train_set, self.raw_model.cache_features,
+                                                   self.raw_model, self.device)
+        return self._feature_cache
 
     def _seed_epoch(self, epoch: int) -> None:
         """Make the epoch's augmentations a function of (SEED, stage, epoch, rank) when SEED is set."""

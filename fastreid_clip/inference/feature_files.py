@@ -94,12 +94,37 @@ def load_features(path: str, mmap: bool = True) -> np.ndarray:
         raise FileNotFoundError(f"feature file '{path}' does not exist")
     if _format(path) == "npy":
         return np.load(path, mmap_mode="r" if mmap else None)
+    if mmap:
+        return _safetensors_memmap(path)
     from safetensors.numpy import load_file
 
     tensors = load_file(path)
     if TENSOR_NAME not in tensors:
         raise ValueError(f"feature file '{path}' has no tensor named '{TENSOR_NAME}' (it has {sorted(tensors)})")
     return tensors[TENSOR_NAME]
+
+
+def _safetensors_memmap(path: str) -> np.memmap:
+    """The ``features`` tensor of a safetensors file as a read-only memory map (the format stores each tensor's
+    raw little-endian bytes at ``data_offsets`` after an 8-byte length + JSON header)."""
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    entry = header.get(TENSOR_NAME)
+    if entry is None:
+        names = sorted(k for k in header if k != "__metadata__")
+        raise ValueError(f"feature file '{path}' has no tensor named '{TENSOR_NAME}' (it has {names})")
+    if entry["dtype"] != "F32" or len(entry["shape"]) != 2:
+        raise ValueError(f"feature file '{path}': tensor '{TENSOR_NAME}' is {entry['dtype']} {entry['shape']}, "
+                         f"expected F32 [N, D]")
+    start, end = entry["data_offsets"]
+    rows, dim = entry["shape"]
+    if end - start != rows * dim * 4:
+        raise ValueError(f"feature file '{path}': tensor '{TENSOR_NAME}' has {end - start} bytes for shape "
+                         f"{entry['shape']}")
+    if rows == 0:
+        return np.zeros((0, dim), np.float32)
+    return np.memmap(path, dtype="<f4", mode="r", offset=8 + header_len + start, shape=(rows, dim))
 
 
 def write_metadata(features_path: str, meta: Dict[str, Any]) -> str:

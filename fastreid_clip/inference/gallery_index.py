@@ -109,6 +109,7 @@ class GalleryIndex:
         self.recall: Optional[float] = None  # recall@k vs exact measured by build(), for approximate kinds
         self._index = None
         self._on_gpu = False
+        self._gpu_resources = None
 
     # ------------------------------------------------------------------ building
     @classmethod
@@ -125,7 +126,7 @@ class GalleryIndex:
                         recall_k, index.recall, min(recall_queries, index.size))
         return index
 
-    def _make(self, count: int, sample: np.ndarray):
+    def _make(self, sample: Optional[np.ndarray]):
         faiss = _faiss()
         metric = faiss.METRIC_INNER_PRODUCT
         if self.kind == "flat":
@@ -141,9 +142,15 @@ class GalleryIndex:
             index.train(sample)
             index.nprobe = self.nprobe
         if self.kind != "hnsw" and self._use_gpu():
-            index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
-            self._on_gpu = True
+            index = self._to_gpu(index)
         return index
+
+    def _to_gpu(self, index):
+        """``index`` copied to GPU 0; its ``StandardGpuResources`` are kept on ``self`` for the index's lifetime."""
+        faiss = _faiss()
+        self._gpu_resources = faiss.StandardGpuResources()
+        self._on_gpu = True
+        return faiss.index_cpu_to_gpu(self._gpu_resources, 0, index)
 
     def _use_gpu(self) -> bool:
         faiss = _faiss()
@@ -165,7 +172,7 @@ class GalleryIndex:
                 self.nlist = self.nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))
                 pick = np.sort(np.random.default_rng(0).permutation(n)[:min(n, self.train_per_list * self.nlist)])
                 sample = _rows(np.asarray(gallery[pick]), self.normalize)
-            self._index = self._make(n, sample)
+            self._index = self._make(sample)
         for start in range(0, n, _BLOCK):
             self._index.add(_rows(gallery[start:start + _BLOCK], self.normalize))
 
@@ -235,8 +242,7 @@ class GalleryIndex:
         if index.kind == "hnsw":
             index._index.hnsw.efSearch = index.ef_search
         if index.kind != "hnsw" and index._use_gpu():
-            index._index = faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index._index)
-            index._on_gpu = True
+            index._index = index._to_gpu(index._index)
         if index.size != size:
             raise ValueError(f"gallery index '{path}' holds {index.size} rows, its settings file says {size}")
         return index

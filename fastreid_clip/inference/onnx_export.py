@@ -172,7 +172,11 @@ def check_onnx(extractor, path: str, images: Optional[torch.Tensor] = None, cami
     if "camids" in names:
         feeds["camids"] = torch.as_tensor(camids, dtype=torch.long).numpy()
     ours = session.run(["features"], feeds)[0]
-    ref = extractor.forward_batch(images, camids if "camids" in names else None).cpu().numpy()
+    amp, extractor.amp = extractor.amp, False  # the exported graph is float32: compare with PyTorch's float32
+    try:
+        ref = extractor.forward_batch(images, camids if "camids" in names else None).cpu().numpy()
+    finally:
+        extractor.amp = amp
     return float(np.abs(_normalise(ours) - _normalise(ref)).max())
 
 

@@ -70,3 +70,37 @@ def test_meta_arch_provider_is_used(items):
         assert meta_arch_sample_fields(cfg, items) == {"first_letter": ["0", "1", "2", "3"]}
     finally:
         del META_ARCH_REGISTRY._obj_map["_FieldProviderForTest"]
+
+
+def test_fixed_batch_order_is_training_order_without_remainder():
+    """STAGES.<NAME>.BATCH_ORDER fixed (CLIP-FGDI's prompt stages): rows in order, full batches only, every epoch
+    the same; shuffle: a permutation per epoch with the remainder kept."""
+    from fastreid_clip.data.epoch_data import FeatureEpochs
+
+    feats, labels = torch.arange(22.0).view(11, 2), torch.arange(11)
+    fixed = FeatureEpochs(feats, labels, 4, seed=3, order="fixed")
+    for epoch in (0, 5):
+        batches = fixed.epoch(epoch)
+        assert [b["targets"].tolist() for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+        assert torch.equal(batches[1]["features"], feats[4:8])
+    assert fixed.nominal_iters() == 2
+    shuffled = FeatureEpochs(feats, labels, 4, seed=3)
+    first, second = ([t for b in shuffled.epoch(e) for t in b["targets"].tolist()] for e in (0, 1))
+    assert sorted(first) == list(range(11)) and first != second
+    # two ranks: each takes its half of the same fixed global batch
+    halves = [FeatureEpochs(feats, labels, 4, seed=3, rank=r, world_size=2, order="fixed").epoch(0)[0]["targets"]
+              for r in (0, 1)]
+    assert [h.tolist() for h in halves] == [[0, 1], [2, 3]]
+    with pytest.raises(ValueError, match="batch order"):
+        FeatureEpochs(feats, labels, 4, seed=3, order="sorted")
+
+
+def test_batch_order_key_is_checked():
+    from fastreid_clip.config.stages import StageSpec
+    from fastreid_clip.config.validate import ConfigValueError
+
+    assert StageSpec(name="prompt", epochs=1, data="features", batch_order="fixed").batch_order == "fixed"
+    with pytest.raises(ConfigValueError, match="STAGES.PROMPT.BATCH_ORDER"):
+        StageSpec(name="prompt", epochs=1, data="features", batch_order="random")
+    with pytest.raises(ConfigValueError, match="STAGES.IMAGE.BATCH_ORDER.*images stage"):
+        StageSpec(name="image", epochs=1, data="images", batch_order="fixed")

@@ -42,9 +42,27 @@ def _changed(before, after):
 
 @pytest.fixture(scope="module")
 def uninterrupted(datasets_root, tmp_path_factory):
+    import fastreid_clip.engine.trainer as trainer_module
+
     out = str(tmp_path_factory.mktemp("fgdi_uninterrupted"))
-    trainer = _train(out)
+    cache_calls = []
+    real_cache = trainer_module.cache_train_features
+
+    def counting_cache(*args, **kwargs):
+        cache_calls.append(1)
+        return real_cache(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(trainer_module, "cache_train_features", counting_cache)
+        trainer = _train(out)
+    trainer.cache_calls = len(cache_calls)
     return out, trainer
+
+
+def test_prompt_stages_share_one_feature_cache(uninterrupted):
+    """id_prompt and domain_prompt are consecutive features stages: the training set is encoded once."""
+    _, trainer = uninterrupted
+    assert trainer.cache_calls == 1
 
 
 def test_training_set_has_three_sources_with_domain_labels(uninterrupted):

@@ -107,3 +107,23 @@ def test_writer_streams_blocks(tmp_path):
         FeatureFileWriter(str(tmp_path / "g.npy"), 4).append(np.zeros((2, 3)))
     with pytest.raises(ValueError, match="must end in .npy or .safetensors"):
         FeatureFileWriter(str(tmp_path / "g.pt"), 4)
+
+
+def test_safetensors_features_are_memory_mapped(tmp_path):
+    """load_features maps a safetensors file (rows read from disk on use) and agrees with safetensors' own reader,
+    also for a file written by safetensors itself; a file without a 'features' tensor is an error naming it."""
+    from safetensors.numpy import load_file, save_file
+
+    path = str(tmp_path / "f.safetensors")
+    writer = FeatureFileWriter(path, 3)
+    writer.append(np.arange(12, dtype=np.float32).reshape(4, 3))
+    writer.close()
+    mapped = load_features(path)
+    assert isinstance(mapped, np.memmap)
+    np.testing.assert_array_equal(mapped, load_file(path)["features"])
+    other = str(tmp_path / "g.safetensors")
+    save_file({"aaa": np.ones((2, 2), np.float32), "features": np.full((2, 5), 7, np.float32)}, other)
+    np.testing.assert_array_equal(load_features(other), np.full((2, 5), 7, np.float32))
+    save_file({"emb": np.ones((2, 2), np.float32)}, other)
+    with pytest.raises(ValueError, match="no tensor named 'features'.*emb"):
+        load_features(other)
