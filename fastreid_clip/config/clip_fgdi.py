@@ -13,7 +13,7 @@ from fastreid.config import CfgNode as CN
 from .stages import add_stage_config
 from .validate import ConfigValueError
 
-__all__ = ["add_clip_fgdi_config", "check_fgdi_config", "FGDI_STAGES"]
+__all__ = ["add_clip_fgdi_config", "check_fgdi_config", "check_nominal_classes", "FGDI_STAGES"]
 
 FGDI_STAGES = ("prior", "id_prompt", "domain_prompt", "image")
 # Adversarial / monitor classifier lr 0.01 vs the tokens' 3.5e-4 [ref-code --lamda], as an LR_FACTORS multiplier.
@@ -25,6 +25,12 @@ def add_clip_fgdi_config(cfg: CN) -> None:
     F = cfg.MODEL.FGDI = CN()
     # Domains = sources: the index of each training image's dataset in DATASETS.NAMES; 0 = that count.
     F.NUM_DOMAINS = 0
+    # Classes per source: () = the training identities (FastReID's relabelling, the default); else one int per
+    # DATASETS.NAMES entry, each >= that source's training identities. The classifiers, ID prompts and text / domain
+    # banks then have sum(NOMINAL_CLASSES) rows: the real identities keep labels 0..N-1, source k's unused classes
+    # follow in source order with domain k (extra i2tce negatives). The reference's P2 sizes them by the datasets'
+    # nominal class lists, e.g. MSMT17 4101, not its 1041 training ids [ref-code, notes §4.3].
+    F.NOMINAL_CLASSES = ()
     F.DOMAIN_PROMPT = CN()
     F.DOMAIN_PROMPT.N_CTX = 1  # N domain tokens per source in "... person from [D] dataset." [paper: N = 1]
     F.DOMAIN_PROMPT.INIT_STD = 0.02  # domain-token init N(0, 0.02^2), as the ID tokens [ref-code]
@@ -76,11 +82,13 @@ def add_clip_fgdi_config(cfg: CN) -> None:
                      BIAS_LR_FACTOR=2.0, SCHED="WarmupMultiStepEpochLR", STEPS=(30, 50), GAMMA=0.1,
                      WARMUP_FACTOR=0.1, WARMUP_EPOCHS=10, CHECKPOINT_PERIOD=3, EVAL_PERIOD=0)
     # Stage 2a "id_prompt": ID tokens on cached f_proj, L_i2t + L_t2i + alpha L_domain(GRL); 120 epochs [paper],
-    # batch 128, Adam 3.5e-4 (adversarial head 0.01), wd 1e-4, cosine warm-up 5 from 1e-5 [ref-code].
+    # batch 128, Adam 3.5e-4 (adversarial head 0.01), wd 1e-4, cosine warm-up 5 from 1e-5 [ref-code]; minibatches in
+    # training-set order, the same every epoch, remainder dropped (BATCH_ORDER fixed) [ref-code, notes §4.2].
     add_stage_config(cfg, "id_prompt", EPOCHS=120, TRAINABLE=("prompt_learner", "domain_head"), DATA="features",
                      IMS_PER_BATCH=128, OPT="Adam", BASE_LR=3.5e-4, WEIGHT_DECAY=1e-4, WEIGHT_DECAY_BIAS=1e-4,
                      BIAS_LR_FACTOR=1.0, LR_FACTORS=(("domain_head", _HEAD_LR_FACTOR),), SCHED="CosineEpochLR",
-                     WARMUP_EPOCHS=5, WARMUP_LR_INIT=1e-5, ETA_MIN_LR=1e-6, CHECKPOINT_PERIOD=120, EVAL_PERIOD=0)
+                     WARMUP_EPOCHS=5, WARMUP_LR_INIT=1e-5, ETA_MIN_LR=1e-6, CHECKPOINT_PERIOD=120, EVAL_PERIOD=0,
+                     BATCH_ORDER="fixed")
     # Stage 2b "domain_prompt": domain tokens only (ID rows detached), SupCon both ways + monitor CE; 30 epochs
     # [paper], tokens 3.5e-4, monitor 0.01 [ref-code].
     add_stage_config(cfg, "domain_prompt", EPOCHS=30, TRAINABLE=("domain_prompt", "monitor_head"), DATA="features",
@@ -101,10 +109,36 @@ def _positive_int(key: str, value, what: str) -> int:
     return value
 
 
+def check_nominal_classes(cfg, train_ids_per_source=None):
+    """``MODEL.FGDI.NOMINAL_CLASSES`` as a tuple: () (= the training identities) or one int >= 1 per
+    ``DATASETS.NAMES`` entry. With ``train_ids_per_source`` (the number of training identities of each source, known
+    once the training set is built) each entry must also be >= its source's count. Raises :class:`ConfigValueError`
+    naming the key (and the source with both numbers)."""
+    key = "MODEL.FGDI.NOMINAL_CLASSES"
+    nominal = tuple(cfg.MODEL.FGDI.NOMINAL_CLASSES)
+    if not nominal:
+        return nominal
+    names = tuple(cfg.DATASETS.NAMES)
+    if len(nominal) != len(names) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in nominal):
+        raise ConfigValueError(key, nominal, f"() (= the training identities) or one positive number of classes per "
+                                             f"DATASETS.NAMES entry, len(DATASETS.NAMES) = {len(names)} {names}")
+    if train_ids_per_source is not None:
+        counts = tuple(int(c) for c in train_ids_per_source)
+        if len(counts) != len(nominal):
+            raise ValueError(f"{len(counts)} per-source identity counts for {len(nominal)} sources")
+        for k, (name, want, have) in enumerate(zip(names, nominal, counts)):
+            if want < have:
+                raise ConfigValueError(key, nominal, f"each entry >= its source's training identities: source {k} "
+                                                     f"'{name}' has {have} training identities, "
+                                                     f"NOMINAL_CLASSES[{k}] = {want}")
+    return nominal
+
+
 def check_fgdi_config(cfg) -> None:
     """Check ``MODEL.FGDI.*`` and the stage names (raises :class:`ConfigValueError` naming the key).
 
-    Run by ``validate_train_config`` (before any data) and by ``ClipFGDI.from_config``.
+    Run by ``validate_train_config`` (before any data) and by ``ClipFGDI.from_config``. The per-source counts of
+    ``MODEL.FGDI.NOMINAL_CLASSES`` are checked against the training set by ``ClipFGDI.num_train_classes``.
     """
     from ..modeling.losses.apn import APN_MODES
 
@@ -141,6 +175,7 @@ def check_fgdi_config(cfg) -> None:
     if cfg.INPUT.PIPELINE not in ("clip_reid", "fgdi"):
         raise ConfigValueError("INPUT.PIPELINE", cfg.INPUT.PIPELINE, "'clip_reid' or 'fgdi' (CLIP-FGDI's AugMix + "
                                                                      "InstanceNorm pipeline)")
+    check_nominal_classes(cfg)
     if f.NUM_DOMAINS and f.NUM_DOMAINS != len(cfg.DATASETS.NAMES):
         raise ConfigValueError("MODEL.FGDI.NUM_DOMAINS", f.NUM_DOMAINS,
                                f"0 or the number of training sources, len(DATASETS.NAMES) = {len(cfg.DATASETS.NAMES)} "

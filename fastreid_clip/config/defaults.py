@@ -77,6 +77,16 @@ def add_clip_config(cfg: CN) -> CN:
     _C.TEST.RANK_VIS.NUM_QUERIES = 6
     _C.TEST.RANK_VIS.TOP_K = 8
 
+    # ---------------------------------------------------------------- datasets
+    # DATASETS.COMBINEALL (FastReID's key: train + query + gallery of a source as training data) per source: () =
+    # DATASETS.COMBINEALL for every DATASETS.NAMES entry (default); else one bool per entry, in order [ours; lets a
+    # protocol mix combined and train-only sources].
+    _C.DATASETS.COMBINEALL_PER_SOURCE = ()
+    # A source trained with combineall whose dataset lists pid 0 in its _junk_pids (Market-1501's background) keeps
+    # its query/gallery pid-0 images as ONE extra identity ("<dataset_name>_test_0"); pid -1 stays dropped. True is
+    # the CLIP-FGDI reference's P1 (Market 1502 classes) [ref-code]; default False = FastReID's combine_all.
+    _C.DATASETS.COMBINEALL_KEEP_PID0 = False
+
     # ---------------------------------------------------------------- reproducibility
     _C.SEED = -1  # >= 0: seed python/numpy/torch with SEED + rank after default_setup (FastReID seeds randomly)
 

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 __all__ = [
     "ConfigValueError", "validate_train_config", "check_dataset_names", "registered_datasets", "unknown_dataset_error",
-    "check_test_batch_size",
+    "check_test_batch_size", "combineall_per_source",
     "pk_num_instances", "check_trainable_prefixes", "check_label_smoothing", "check_positive_int",
     "TRAIN_SAMPLERS",
 ]
@@ -106,6 +106,28 @@ def check_dataset_names(key: str, names: Iterable[str], allow_empty: bool = Fals
             raise unknown_dataset_error(key, names, name)
 
 
+def combineall_per_source(cfg) -> Sequence[bool]:
+    """Whether each ``DATASETS.NAMES`` source is trained with combineall (train + query + gallery).
+
+    ``DATASETS.COMBINEALL_PER_SOURCE`` empty (default): ``DATASETS.COMBINEALL`` for every source; otherwise one bool
+    per ``DATASETS.NAMES`` entry (a wrong length or a non-bool entry is a :class:`ConfigValueError`).
+    ``DATASETS.COMBINEALL_KEEP_PID0`` must be a bool (checked here too)."""
+    names = tuple(cfg.DATASETS.NAMES)
+    keep = cfg.DATASETS.get("COMBINEALL_KEEP_PID0", False)
+    if not isinstance(keep, bool):
+        raise ConfigValueError("DATASETS.COMBINEALL_KEEP_PID0", keep, "True or False")
+    per_source = tuple(cfg.DATASETS.get("COMBINEALL_PER_SOURCE", ()))
+    if not per_source:
+        if not isinstance(cfg.DATASETS.COMBINEALL, bool):
+            raise ConfigValueError("DATASETS.COMBINEALL", cfg.DATASETS.COMBINEALL, "True or False")
+        return tuple(cfg.DATASETS.COMBINEALL for _ in names)
+    if len(per_source) != len(names) or not all(isinstance(v, bool) for v in per_source):
+        raise ConfigValueError("DATASETS.COMBINEALL_PER_SOURCE", per_source,
+                               f"() (= DATASETS.COMBINEALL for every source) or one True/False per DATASETS.NAMES "
+                               f"entry, len(DATASETS.NAMES) = {len(names)} {names}")
+    return per_source
+
+
 def pk_num_instances(cfg, stage=None) -> int:
     """Images per identity ``K`` of a stage's image batches: 0 = random batches (``TrainingSampler``).
 
@@ -182,6 +204,7 @@ def validate_train_config(cfg, stages: Optional[Sequence] = None) -> None:
 
     check_dataset_names("DATASETS.NAMES", cfg.DATASETS.NAMES)
     check_dataset_names("DATASETS.TESTS", cfg.DATASETS.TESTS, allow_empty=True)
+    combineall_per_source(cfg)
     stages = stage_specs(cfg) if stages is None else stages
     for stage in stages:
         if stage.data == "images":

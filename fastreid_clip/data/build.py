@@ -13,12 +13,12 @@ from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.utils import comm
 from PIL import UnidentifiedImageError
 
-from ..config.validate import (ConfigValueError, check_test_batch_size, registered_datasets, unknown_dataset_error,
-                               validate_train_config)
+from ..config.validate import (ConfigValueError, check_test_batch_size, combineall_per_source, registered_datasets,
+                               unknown_dataset_error, validate_train_config)
 from .transforms import build_clip_transforms
 
 __all__ = ["ReIDImageDataset", "build_dataset", "build_clip_train_set", "build_clip_test_loader", "datasets_root",
-           "train_items", "query_gallery_items"]
+           "train_items", "training_sources", "background_pid0_items", "query_gallery_items"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,20 +140,62 @@ def meta_arch_sample_fields(cfg, img_items: List[tuple], sources: Optional[List[
     return dict(provider(cfg, img_items))
 
 
+def background_pid0_items(data) -> List[tuple]:
+    """The query / gallery images of pid 0 of a dataset whose class lists 0 in ``_junk_pids`` (Market-1501's
+    background, which FastReID's ``combine_all`` drops), as ONE training identity in FastReID's combine_all naming:
+    pid ``"<dataset_name>_test_0"``, camera ``"<dataset_name>_test_<camid>"``. Pid -1 is never returned; a dataset
+    without 0 among its junk pids gives []."""
+    if 0 not in getattr(type(data), "_junk_pids", ()):
+        return []
+    prefix = getattr(data, "dataset_name", "Unknown") + "_test_"
+    return [(path, prefix + "0", prefix + str(camid)) for path, pid, camid in list(data.query) + list(data.gallery)
+            if pid == 0 and not isinstance(pid, bool)]
+
+
+def training_sources(cfg):
+    """``(index, name, dataset, training items)`` of every ``DATASETS.NAMES`` source, built with its combineall
+    setting (``DATASETS.COMBINEALL_PER_SOURCE`` / ``DATASETS.COMBINEALL``) and, with ``DATASETS.COMBINEALL_KEEP_PID0``,
+    its background pid-0 images appended (:func:`background_pid0_items`). The one place that decides which images
+    of a source are training images (:func:`train_items`; CLIP-SCGI's caption files are matched against the same)."""
+    combine = combineall_per_source(cfg)
+    keep_pid0 = bool(cfg.DATASETS.get("COMBINEALL_KEEP_PID0", False))
+    for index, name in enumerate(cfg.DATASETS.NAMES):
+        data = build_dataset(cfg, name, combineall=combine[index])
+        train = list(data.train)
+        if combine[index] and keep_pid0:
+            train.extend(background_pid0_items(data))
+        yield index, name, data, train
+
+
 def train_items(cfg, with_sources: bool = False):
-    """The ``(path, pid, camid)`` training items of every ``DATASETS.NAMES`` dataset (``DATASETS.COMBINEALL`` per
-    FastReID's rule), logged per dataset; an empty result is an error naming the datasets and the root.
+    """The ``(path, pid, camid)`` training items of every ``DATASETS.NAMES`` dataset, logged per dataset; an empty
+    result is an error naming the datasets and the root.
+
+    Source ``k`` is built with combineall (FastReID's rule: train + query + gallery, junk pids dropped) when
+    ``DATASETS.COMBINEALL_PER_SOURCE[k]`` (or, with that key empty, ``DATASETS.COMBINEALL``) is True. With
+    ``DATASETS.COMBINEALL_KEEP_PID0`` such a source also keeps its background pid-0 query / gallery images as one
+    extra identity (:func:`background_pid0_items`; Market-1501: 1,502 classes, as the CLIP-FGDI reference).
 
     With ``with_sources`` returns ``(items, sources)``, ``sources[i]`` being the index in ``DATASETS.NAMES`` of the
     dataset item ``i`` comes from (multi-source training: CLIP-FGDI's domain labels)."""
+    combine = combineall_per_source(cfg)
+    keep_pid0 = bool(cfg.DATASETS.get("COMBINEALL_KEEP_PID0", False))
     items, sources, counts = [], [], []
-    for index, name in enumerate(cfg.DATASETS.NAMES):
-        data = build_dataset(cfg, name, combineall=cfg.DATASETS.COMBINEALL)
+    for index, name, data, train in training_sources(cfg):
         if comm.is_main_process():
             data.show_train()
-        items.extend(data.train)
-        sources.extend([index] * len(data.train))
-        counts.append(f"{name}: {len(data.train)}")
+        background = train[len(data.train):]  # the appended pid-0 images (training_sources)
+        items.extend(train)
+        sources.extend([index] * len(train))
+        counts.append(f"{name}: {len(train)}")
+        if comm.is_main_process():
+            note = ""
+            if combine[index] and keep_pid0:
+                note = (f", background pid 0 kept as one identity ({len(background)} images)" if background else
+                        ", no background pid-0 images to keep")
+            logger.info(f"training source {index} '{name}': {len(train)} images, "
+                        f"{len({pid for _, pid, _ in train})} identities, combineall "
+                        f"{'used (train + query + gallery)' if combine[index] else 'not used (train split)'}{note}")
     if not items:
         root = os.path.abspath(datasets_root())
         raise ConfigValueError("DATASETS.NAMES", tuple(cfg.DATASETS.NAMES), "datasets with training images",

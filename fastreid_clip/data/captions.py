@@ -222,7 +222,7 @@ def load_train_captions(cfg, img_items: Sequence[tuple],
     Raises:
         ConfigValueError / FileNotFoundError / CaptionFileError: bad keys, a missing file, uncovered images.
     """
-    from .build import build_dataset
+    from .build import training_sources
 
     c = cfg.CAPTIONS
     if c.GENERATE not in ("", "attributes"):
@@ -230,8 +230,7 @@ def load_train_captions(cfg, img_items: Sequence[tuple],
                                "(write missing ones from the dataset's attribute annotations first)")
     by_path: Dict[str, str] = {}
     reports = []
-    for index, name in enumerate(cfg.DATASETS.NAMES):
-        dataset = build_dataset(cfg, name, combineall=cfg.DATASETS.COMBINEALL)
+    for index, name, dataset, train in training_sources(cfg):
         path = _caption_file(cfg, index, name, dataset)
         if not osp.isfile(path) and c.GENERATE == "attributes":
             _generate_attribute_file(dataset, name, path)
@@ -241,7 +240,7 @@ def load_train_captions(cfg, img_items: Sequence[tuple],
                                     f"Write it with tools/caption.py (attributes or vlm mode), name it in "
                                     f"CAPTIONS.FILES, or set CAPTIONS.GENERATE attributes for a dataset with "
                                     f"attribute annotations")
-        paths = [item[0] for item in dataset.train]
+        paths = [item[0] for item in train]
         texts, report = match_captions(paths, _dataset_dir(dataset), read_caption_file(path), path, c.MISSING,
                                        c.FALLBACK_TEXT, token_length)
         by_path.update({osp.abspath(p): t for p, t in zip(paths, texts)})

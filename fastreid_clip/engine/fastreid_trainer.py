@@ -192,7 +192,7 @@ def _patch_loaders() -> None:
             kw.pop("train_set", None)
             transforms = kw.pop("transforms", None) or build_transforms(cfg, is_train=True)
             sampler = kw.pop("sampler", None)
-            train_set = CommDataset(train_items(cfg), transforms, relabel=True)  # DATASETS.COMBINEALL as FastReID
+            train_set = CommDataset(train_items(cfg), transforms, relabel=True)  # COMBINEALL per source (train_items)
             return train_loader(cfg, train_set=train_set, transforms=transforms, sampler=sampler)
 
         setattr(build_reid_train_loader, _WRAPPED, train_loader)

@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
-from ...config.clip_fgdi import FGDI_STAGES, check_fgdi_config
+from ...config.clip_fgdi import FGDI_STAGES, check_fgdi_config, check_nominal_classes
 from ...config.validate import ConfigValueError
+from ...utils.distributed import all_gather_cat
 from ..backbones import build_clip_towers
 from ..heads.domain import DomainClassifier
 from ..losses import cross_entropy_label_smooth
@@ -60,13 +61,18 @@ class ClipFGDI(ClipReID):
         monitor_weight: weight of the monitor CE (0.01).
         beta: Eq. 9's ``beta`` (0.1, reference; paper 0.3).
         apn_mode, apn_margin: ``MODEL.FGDI.APN.{MODE,MARGIN}``.
+        nominal_classes: ``MODEL.FGDI.NOMINAL_CLASSES``, classes per source (``()`` = the training identities).
+            With it the model has ``sum(nominal_classes)`` classes: the training identities first (labels
+            ``0..N-1``), then each source's unused classes in source order, in that source's domain
+            (:meth:`on_train_set`).
         **clip_reid: :class:`ClipReID` arguments.
     """
 
     @configurable
     def __init__(self, *, domain_prompt: DomainPromptLearner, domain_head: DomainClassifier,
                  monitor_head: DomainClassifier, domain_weight: float = 0.01, monitor_weight: float = 0.01,
-                 beta: float = 0.1, apn_mode: str = "code_cs_softplus", apn_margin: float = 0.3, **clip_reid):
+                 beta: float = 0.1, apn_mode: str = "code_cs_softplus", apn_margin: float = 0.3,
+                 nominal_classes: Sequence[int] = (), **clip_reid):
         super().__init__(**clip_reid)
         if apn_mode not in APN_MODES:
             raise ConfigValueError("MODEL.FGDI.APN.MODE", apn_mode, f"one of {list(APN_MODES)}")
@@ -85,6 +91,14 @@ class ClipFGDI(ClipReID):
         self.beta = float(beta)
         self.apn_mode = apn_mode
         self.apn_margin = float(apn_margin)
+        self.nominal_classes = tuple(int(n) for n in nominal_classes)
+        if self.nominal_classes and sum(self.nominal_classes) != self.prompt_learner.num_ids:
+            raise ConfigValueError("MODEL.HEADS.NUM_CLASSES", self.prompt_learner.num_ids,
+                                   f"sum(MODEL.FGDI.NOMINAL_CLASSES) = {sum(self.nominal_classes)} "
+                                   f"{self.nominal_classes}", "Leave MODEL.HEADS.NUM_CLASSES 0: the trainer sets it")
+        if self.nominal_classes and len(self.nominal_classes) != domain_prompt.num_domains:
+            raise ValueError(f"{len(self.nominal_classes)} nominal class counts for "
+                             f"{domain_prompt.num_domains} domains")
         # Source domain of every identity, from the training set (on_train_set); -1 = unknown.
         self.register_buffer("identity_domains", torch.full((self.prompt_learner.num_ids,), -1, dtype=torch.long),
                              persistent=False)
@@ -125,7 +139,31 @@ class ClipFGDI(ClipReID):
             "beta": f.BETA,
             "apn_mode": f.APN.MODE,
             "apn_margin": f.APN.MARGIN,
+            "nominal_classes": tuple(f.NOMINAL_CLASSES),
         }
+
+    @classmethod
+    def num_train_classes(cls, cfg, train_set) -> int:
+        """The classifier size ``ClipTrainer.auto_scale_for_dataset`` uses when ``MODEL.HEADS.NUM_CLASSES`` is 0:
+        ``sum(MODEL.FGDI.NOMINAL_CLASSES)``, checked against each source's training identities (an entry below its
+        source's count is a :class:`ConfigValueError` naming the key, the source and both numbers), or the number
+        of training identities when the key is ``()``."""
+        counts = cls.train_ids_per_source(train_set, len(cfg.DATASETS.NAMES))
+        nominal = check_nominal_classes(cfg, counts)
+        return sum(nominal) if nominal else train_set.num_classes
+
+    @staticmethod
+    def train_ids_per_source(train_set, num_sources: int) -> List[int]:
+        """Number of distinct training identities of each source (from the items' ``"domains"`` field)."""
+        domains = getattr(train_set, "sample_fields", {}).get(DOMAIN_FIELD)
+        if domains is None:
+            raise ValueError("ClipFGDI trains on a set whose items carry 'domains' (ClipFGDI.train_sample_fields)")
+        pids = [set() for _ in range(num_sources)]
+        for item, domain in zip(train_set.img_items, torch.as_tensor(domains).tolist()):
+            if not 0 <= domain < num_sources:
+                raise ValueError(f"training item '{item[0]}' has domain {domain}, not in [0, {num_sources})")
+            pids[domain].add(item[1])
+        return [len(p) for p in pids]
 
     # ------------------------------------------------------------------ data
     @classmethod
@@ -136,12 +174,39 @@ class ClipFGDI(ClipReID):
         return {DOMAIN_FIELD: torch.as_tensor(list(sources), dtype=torch.long)}
 
     def on_train_set(self, train_set) -> None:
-        """Record every identity's source domain (``ClipTrainer`` calls it once with the training set)."""
+        """Record every identity's source domain (``ClipTrainer`` calls it once with the training set).
+
+        With ``nominal_classes`` the unused classes ``N..C-1`` (``N`` training identities, ``C`` =
+        ``sum(nominal_classes)``) get their source's domain: source 0's ``nominal_classes[0] - ids_0`` first, then
+        source 1's, and so on (:meth:`nominal_class_domains`)."""
         domains = getattr(train_set, "sample_fields", {}).get(DOMAIN_FIELD)
         if domains is None:
             raise ValueError("ClipFGDI trains on a set whose items carry 'domains' (ClipFGDI.train_sample_fields)")
         labels = torch.as_tensor([train_set.pid_dict[item[1]] for item in train_set.img_items], dtype=torch.long)
-        self.set_identity_domains(labels, torch.as_tensor(domains, dtype=torch.long))
+        domains = torch.as_tensor(domains, dtype=torch.long)
+        if self.nominal_classes:
+            counts = self.train_ids_per_source(train_set, len(self.nominal_classes))
+            extra = self.nominal_class_domains(counts, self.nominal_classes)
+            num_real = len(train_set.pid_dict)
+            if num_real + len(extra) != self.prompt_learner.num_ids:
+                raise ValueError(f"{num_real} training identities + {len(extra)} unused nominal classes != the "
+                                 f"model's {self.prompt_learner.num_ids} classes")
+            labels = torch.cat([labels, torch.arange(num_real, num_real + len(extra))])
+            domains = torch.cat([domains, extra])
+        self.set_identity_domains(labels, domains)
+
+    @staticmethod
+    def nominal_class_domains(train_ids_per_source: Sequence[int], nominal_classes: Sequence[int]) -> torch.Tensor:
+        """Domains of the unused classes appended after the training identities, in order: ``nominal_classes[k] -
+        train_ids_per_source[k]`` times ``k`` for every source ``k`` (a count above its nominal is an error)."""
+        extra = []
+        for k, (have, want) in enumerate(zip(train_ids_per_source, nominal_classes)):
+            if want < have:
+                raise ConfigValueError("MODEL.FGDI.NOMINAL_CLASSES", tuple(nominal_classes),
+                                       f"each entry >= its source's training identities: source {k} has {have}, "
+                                       f"NOMINAL_CLASSES[{k}] = {want}")
+            extra += [k] * (want - have)
+        return torch.as_tensor(extra, dtype=torch.long)
 
     def set_identity_domains(self, labels: torch.Tensor, domains: torch.Tensor) -> None:
         """Identity -> domain from per-image ``labels`` and ``domains`` (every identity must have one domain)."""
@@ -210,24 +275,29 @@ class ClipFGDI(ClipReID):
     def id_prompt_losses(self, image_feats: torch.Tensor, targets: torch.Tensor,
                          domains: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Eq. 7: CLIP-ReID's ``L_i2t + L_t2i`` plus ``alpha * L_domain`` of the GRL'd per-sample ID-prompt
-        features (each identity encoded once per minibatch)."""
+        features (each identity encoded once per minibatch). Under DDP both terms see the global minibatch: the
+        domain classifier (whose BatchNorm needs the whole batch's statistics) gets the gathered text features
+        (differentiably) and domains, so an N-process run computes the single-process loss."""
         unique, inverse = targets.unique(return_inverse=True)
         texts = self.encode_prompts(unique)[inverse]
         losses = self.supcon_prompt_losses(image_feats, texts, targets)
         if self.domain_weight:
-            losses["loss_domain"] = self.domain_weight * F.cross_entropy(self.domain_head(texts), domains)
+            logits = self.domain_head(all_gather_cat(texts, differentiable=True))
+            losses["loss_domain"] = self.domain_weight * F.cross_entropy(logits, all_gather_cat(domains))
         return losses
 
     def domain_prompt_losses(self, image_feats: torch.Tensor, targets: torch.Tensor,
                              domains: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """SupCon both ways between the images and their domain prompts, plus the monitor CE (detached input)."""
+        """SupCon both ways between the images and their domain prompts, plus the monitor CE (detached input; over
+        the global minibatch under DDP, as the domain classifier of :meth:`id_prompt_losses`)."""
         unique, inverse = targets.unique(return_inverse=True)
         unique_domains = torch.empty_like(unique).scatter_(0, inverse, domains)
         texts = self.encode_domain_prompts(unique, unique_domains)[inverse]
         losses = self.supcon_prompt_losses(image_feats, texts, targets)
         losses = {"loss_i2t_domain": losses["loss_i2t"], "loss_t2i_domain": losses["loss_t2i"]}
         if self.monitor_weight:
-            losses["loss_monitor"] = self.monitor_weight * F.cross_entropy(self.monitor_head(texts.detach()), domains)
+            logits = self.monitor_head(all_gather_cat(texts.detach()))
+            losses["loss_monitor"] = self.monitor_weight * F.cross_entropy(logits, all_gather_cat(domains))
         return losses
 
     def losses(self, feats, targets: torch.Tensor) -> Dict[str, torch.Tensor]:
