@@ -52,8 +52,8 @@ SYNTHETIC_CONFIGS = os.path.join(ROOT, "configs", "Synthetic")
 RANDOM_INIT = {"clip_baseline_vit_tiny": ["MODEL.BACKBONE.PRETRAIN", "False"]}
 # Ablation rows, right after the config they are made from: run name -> (config stem, label, overrides, tables).
 # CLIP-SCGI's Tab. III rows: no CGI (fixed prompt into CFF, no captions, no L_con) and no CFF (baseline heads +
-# L_con), the fusion without the query residual (the query is the composed prompt in training, the fixed prompt at
-# test time), and over every image token too (notes §6.4: "ablate `all` first").
+# L_con), the fusion with the query in its residual stream (the query is the composed prompt in training, the fixed
+# prompt at test time), and over every image token (notes §6.4: "ablate `all` first").
 # CLIP-FGDI's Tab. VIII apn variants: the Euclidean hinge (the paper's best, at its beta 0.3) and the cosine form
 # with the sign that matches the stated intent (docs/clip_fgdi.md, "The direction problem").
 ABLATIONS = {
@@ -62,10 +62,9 @@ ABLATIONS = {
     "clip_scgi_vit_tiny_no_cff": ("clip_scgi_vit_tiny", "no CFF", [
         "MODEL.SCGI.CFF.ENABLED", "False", "MODEL.LOSSES.TRI.FEATURES", "('inter', 'final', 'proj')",
         "SOLVER.LR_FACTORS", "[['inversion', 10.0], ['head', 10.0], ['head_proj', 10.0]]"], ("in_domain",)),
-    "clip_scgi_vit_tiny_kv_all": ("clip_scgi_vit_tiny", "CFF.KV all, no query residual", [
-        "MODEL.SCGI.CFF.KV", "all", "MODEL.SCGI.CFF.QUERY_RESIDUAL", "False"], ("in_domain",)),
-    "clip_scgi_vit_tiny_no_residual": ("clip_scgi_vit_tiny", "no CFF query residual", [
-        "MODEL.SCGI.CFF.QUERY_RESIDUAL", "False"], ("in_domain",)),
+    "clip_scgi_vit_tiny_kv_all": ("clip_scgi_vit_tiny", "CFF.KV all", ["MODEL.SCGI.CFF.KV", "all"], ("in_domain",)),
+    "clip_scgi_vit_tiny_query_residual": ("clip_scgi_vit_tiny", "CFF query residual", [
+        "MODEL.SCGI.CFF.QUERY_RESIDUAL", "True"], ("in_domain",)),
     "clip_fgdi_vit_tiny_ed_hinge": ("clip_fgdi_vit_tiny", "apn ed_hinge, beta 0.3", [
         "MODEL.FGDI.APN.MODE", "ed_hinge", "MODEL.FGDI.BETA", "0.3"], ("dg",)),
     "clip_fgdi_vit_tiny_intent_cs": ("clip_fgdi_vit_tiny", "apn intent_cs", [

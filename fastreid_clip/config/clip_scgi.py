@@ -62,7 +62,10 @@ def add_clip_scgi_config(cfg: CN) -> None:
     S.CFF.HEADS = 8  # [unverified]
     S.CFF.DEPTH = 2  # transformer blocks after the cross-attention [paper]
     S.CFF.MLP_RATIO = 4.0  # [unverified]
-    S.CFF.QUERY_RESIDUAL = True  # query kept in the cross-attention's residual stream (pre-LN layer) [unverified]
+    # Query in the cross-attention's residual stream: False = h = Transformer(CrossAttn(LN(Q), K, V)), Eq. 9 as
+    # printed [paper]; True = a pre-LN decoder layer, Q + CrossAttn(...). The query is the composed prompt in
+    # training and the fixed one at test time; kept in the residual it makes the two disagree (benchmark, docs).
+    S.CFF.QUERY_RESIDUAL = False
     # Embedding position of the CFF output: "eos" = the EOT token (image query: the first query token), "mean" =
     # the mean over the query tokens [unverified, notes §6.4]
     S.CFF.POOL = "eos"

@@ -128,6 +128,10 @@ def test_tool_writes_the_picture(tmp_path, datasets_root):
     for name in ("rollout", "last", "cross"):
         assert saved[name].shape[0] == 3
         np.testing.assert_allclose(saved[name].sum(axis=(1, 2)), 1.0, atol=1e-5)
+    os.remove(str(tmp_path / "synth.json"))  # features without their sidecar: no image paths for the matches
+    with pytest.raises(SystemExit, match="synth.npy.*JSON sidecar with the image paths is missing"):
+        tool.main(["--run-dir", run_dir, "--gallery", feats, "--images", saved["paths"][0], "--output", out,
+                   "MODEL.PROMPTSG.INFERENCE", "simplified"])
 
 
 def test_tool_without_attention_says_so(tmp_path):

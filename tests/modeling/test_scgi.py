@@ -200,8 +200,16 @@ def test_kv_cls_makes_every_attention_weight_one(model):
         assert kv.shape == (2, 1, 32)
         torch.testing.assert_close(kv[:, 0], feats.proj)  # v_cls in the joint space
         stream = model.mim.query_in(model.fixed_query().expand(2, -1, -1))
-        out = model.mim.cross(stream, kv) - stream  # W_o A(...), without the residual
-    torch.testing.assert_close(out[:, 0:1].expand_as(out), out)
+        out = model.mim.cross(stream, kv)
+        assert not model.mim.cross.residual  # the default: Eq. 9 as printed, no query residual
+        # every query token gets the same W_o W_v LN(v_cls): the fused feature does not depend on the query
+        torch.testing.assert_close(out[:, 0:1].expand_as(out), out)
+        model.mim.cross.residual = True
+        try:
+            with_residual = model.mim.cross(stream, kv)
+        finally:
+            model.mim.cross.residual = False
+        torch.testing.assert_close(with_residual - stream, out)
 
 
 # ------------------------------------------------------------------------------------------------ ablations
