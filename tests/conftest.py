@@ -103,3 +103,16 @@ def reload_final_checkpoint(trainer):
     fresh = ClipTrainer.build_model(cfg)
     load_model_weights(fresh, os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
     return fresh.eval(), trainer.raw_model.eval()
+
+
+def run_rank_job(job: str, out, world: int, datasets_root: str):
+    """Run ``python <job> <out> <world>`` (a script that trains or caches with ``world`` gloo processes and saves
+    ``<out>/rank<r>.pt`` per rank) and return the per-rank results; a failing job fails the test with its output."""
+    import subprocess
+    import sys
+
+    out.mkdir()
+    run = subprocess.run([sys.executable, job, str(out), str(world)], capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "FASTREID_DATASETS": datasets_root})
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    return [torch.load(out / f"rank{r}.pt") for r in range(world)]

@@ -3,21 +3,16 @@ cached-feature stages (FeatureEpochs) and the image stage, and the run trains th
 (the prompt stages' SupCon and domain classifiers see the global minibatch)."""
 
 import os
-import subprocess
-import sys
 
 import torch
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-JOB = os.path.join(HERE, "fgdi_ddp_job.py")
+from conftest import run_rank_job
+
+JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fgdi_ddp_job.py")
 
 
 def _run(out, world, datasets_root):
-    out.mkdir()
-    run = subprocess.run([sys.executable, JOB, str(out), str(world)], capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "FASTREID_DATASETS": datasets_root})
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
-    return [torch.load(out / f"rank{r}.pt") for r in range(world)]
+    return run_rank_job(JOB, out, world, datasets_root)
 
 
 def test_two_process_fgdi_domains_and_weights_equal_single_process(datasets_root, tmp_path):
