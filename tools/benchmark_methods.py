@@ -69,6 +69,10 @@ ABLATIONS = {
         "MODEL.FGDI.APN.MODE", "ed_hinge", "MODEL.FGDI.BETA", "0.3"], ("dg",)),
     "clip_fgdi_vit_tiny_intent_cs": ("clip_fgdi_vit_tiny", "apn intent_cs", [
         "MODEL.FGDI.APN.MODE", "intent_cs"], ("dg",)),
+    # CLIP-FGDI's schedule, losses and test feature without its domain parts (no GRL term, no apn): separates what
+    # the method adds from how its settings differ from CLIP-ReID's (prior stage, ID weight, soft margin, metric).
+    "clip_fgdi_vit_tiny_no_domain": ("clip_fgdi_vit_tiny", "alpha 0, beta 0 (no GRL loss, no apn)", [
+        "MODEL.FGDI.DOMAIN_LOSS_SCALE", "0.0", "MODEL.FGDI.BETA", "0.0"], ("dg",)),
 }
 DG_OVERRIDES = ["DATASETS.SYNTHETIC.NUM_DOMAINS", "4", "DATASETS.SYNTHETIC.TRAIN_DOMAINS", "(0, 1, 2)",
                 "DATASETS.SYNTHETIC.TEST_DOMAINS", "(3,)"]
