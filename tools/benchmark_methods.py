@@ -69,6 +69,9 @@ ABLATIONS = {
         "MODEL.FGDI.APN.MODE", "ed_hinge", "MODEL.FGDI.BETA", "0.3"], ("dg",)),
     "clip_fgdi_vit_tiny_intent_cs": ("clip_fgdi_vit_tiny", "apn intent_cs", [
         "MODEL.FGDI.APN.MODE", "intent_cs"], ("dg",)),
+    # CLIP-ReID's per-epoch reshuffled prompt minibatches instead of the reference's fixed order.
+    "clip_fgdi_vit_tiny_shuffled": ("clip_fgdi_vit_tiny", "id_prompt minibatches shuffled", [
+        "STAGES.ID_PROMPT.BATCH_ORDER", "shuffle"], ("dg",)),
     # CLIP-FGDI's schedule, losses and test feature without its domain parts (no GRL term, no apn): separates what
     # the method adds from how its settings differ from CLIP-ReID's (prior stage, ID weight, soft margin, metric).
     "clip_fgdi_vit_tiny_no_domain": ("clip_fgdi_vit_tiny", "alpha 0, beta 0 (no GRL loss, no apn)", [
