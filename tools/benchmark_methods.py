@@ -72,6 +72,9 @@ ABLATIONS = {
     # CLIP-ReID's per-epoch reshuffled prompt minibatches instead of the reference's fixed order.
     "clip_fgdi_vit_tiny_shuffled": ("clip_fgdi_vit_tiny", "id_prompt minibatches shuffled", [
         "STAGES.ID_PROMPT.BATCH_ORDER", "shuffle"], ("dg",)),
+    # CLIP-ReID's test feature (L2-normalised, cosine) instead of the reference's unnormalised Euclidean one.
+    "clip_fgdi_vit_tiny_cosine_test": ("clip_fgdi_vit_tiny", "normalised test feature, cosine", [
+        "MODEL.HEADS.TEST_FEAT_NORM", "True", "TEST.METRIC", "cosine"], ("dg",)),
     # CLIP-FGDI's schedule, losses and test feature without its domain parts (no GRL term, no apn): separates what
     # the method adds from how its settings differ from CLIP-ReID's (prior stage, ID weight, soft margin, metric).
     "clip_fgdi_vit_tiny_no_domain": ("clip_fgdi_vit_tiny", "alpha 0, beta 0 (no GRL loss, no apn)", [
