@@ -10,13 +10,9 @@ from conftest import run_rank_job
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "caption_cache_ddp_job.py")
 
 
-def _run(out, world, datasets_root):
-    return run_rank_job(JOB, out, world, datasets_root)
-
-
 def test_sharded_caption_cache_equals_single_process(datasets_root, tmp_path):
-    rank0, rank1 = _run(tmp_path / "ddp", 2, datasets_root)
-    (single,) = _run(tmp_path / "single", 1, datasets_root)
+    rank0, rank1 = run_rank_job(JOB, tmp_path / "ddp", 2, datasets_root)
+    (single,) = run_rank_job(JOB, tmp_path / "single", 1, datasets_root)
     assert rank0["world_size"] == rank1["world_size"] == 2 and single["world_size"] == 1
     # each rank encoded its own, uneven, contiguous shard of the 31 distinct captions
     (n, _, _, shard0), (_, _, _, shard1) = rank0["shards"][0], rank1["shards"][0]

@@ -11,13 +11,9 @@ from conftest import run_rank_job
 JOB = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fgdi_ddp_job.py")
 
 
-def _run(out, world, datasets_root):
-    return run_rank_job(JOB, out, world, datasets_root)
-
-
 def test_two_process_fgdi_domains_and_weights_equal_single_process(datasets_root, tmp_path):
-    rank0, rank1 = _run(tmp_path / "ddp", 2, datasets_root)
-    (single,) = _run(tmp_path / "single", 1, datasets_root)
+    rank0, rank1 = run_rank_job(JOB, tmp_path / "ddp", 2, datasets_root)
+    (single,) = run_rank_job(JOB, tmp_path / "single", 1, datasets_root)
     assert rank0["world_size"] == rank1["world_size"] == 2 and single["world_size"] == 1
     assert rank0["iters"] == rank1["iters"] == single["iters"] > 0
 
