@@ -1,5 +1,6 @@
 """Shared fixtures: tiny CLIP weight files and configs. ``import fastreid_clip`` precedes every fastreid import."""
 
+import contextlib
 import os
 
 import fastreid_clip  # noqa: F401
@@ -77,6 +78,44 @@ def tiny_cfg(output_dir: str, *opts: str, config: str = "configs/Synthetic/clip_
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     return merge_config_file(get_cfg(), os.path.join(root, config),
                              TINY_SYNTHETIC + ["OUTPUT_DIR", output_dir] + list(opts))
+
+
+def train_tiny(output_dir: str, *opts: str, config: str, resume: bool = False):
+    """Train :func:`tiny_cfg` ``(output_dir, *opts, config=config)`` with ``ClipTrainer`` (``--resume`` when
+    ``resume``) and return the trainer."""
+    from fastreid_clip.engine import ClipTrainer
+
+    cfg = tiny_cfg(output_dir, *opts, config=config)
+    cfg.freeze()
+    trainer = ClipTrainer(cfg)
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return trainer
+
+
+class Killed(Exception):
+    """Stops a training run inside :func:`killed_after_epoch`, as a kill would."""
+
+
+@contextlib.contextmanager
+def killed_after_epoch(monkeypatch, stage: str, epoch: int):
+    """A training run inside the block stops right after stage ``stage``'s 0-based epoch ``epoch`` is checkpointed
+    (the block must end in that kill)."""
+    from fastreid_clip.engine import StageCheckpointer
+
+    original = StageCheckpointer.after_epoch
+
+    def after_epoch_then_kill(self):
+        original(self)
+        if self.stage.name == stage and self.trainer.epoch == epoch:
+            raise Killed()
+
+    monkeypatch.setattr(StageCheckpointer, "after_epoch", after_epoch_then_kill)
+    try:
+        with pytest.raises(Killed):
+            yield
+    finally:
+        monkeypatch.setattr(StageCheckpointer, "after_epoch", original)
 
 
 # CLIP-ReID's two stages shrunk for tests: 2 prompt epochs, 3 image epochs, a checkpoint after every epoch.

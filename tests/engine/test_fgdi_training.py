@@ -6,9 +6,8 @@ import os
 import pytest
 import torch
 
-from conftest import tiny_cfg
+from conftest import killed_after_epoch, train_tiny
 from fastreid_clip.checkpoint import read_checkpoint
-from fastreid_clip.engine import ClipTrainer, StageCheckpointer
 
 CONFIG = "configs/Synthetic/clip_fgdi_vit_tiny.yml"
 STAGES = ("prior", "id_prompt", "domain_prompt", "image")
@@ -19,17 +18,8 @@ for _stage in STAGES:
     SHORT += [f"STAGES.{_stage.upper()}.EPOCHS", "2", f"STAGES.{_stage.upper()}.CHECKPOINT_PERIOD", "1"]
 
 
-class Killed(Exception):
-    pass
-
-
 def _train(out, *opts, resume=False):
-    cfg = tiny_cfg(out, *SHORT, *opts, config=CONFIG)
-    cfg.freeze()
-    trainer = ClipTrainer(cfg)
-    trainer.resume_or_load(resume=resume)
-    trainer.train()
-    return trainer
+    return train_tiny(out, *SHORT, *opts, config=CONFIG, resume=resume)
 
 
 def _ckpt(out, name):
@@ -110,17 +100,8 @@ def test_image_stage_continues_prior_optimizer_and_schedule(uninterrupted):
 @pytest.mark.parametrize("kill_stage", STAGES)
 def test_resume_inside_every_stage_gives_identical_weights(uninterrupted, tmp_path, monkeypatch, kill_stage):
     out, _ = uninterrupted
-    original = StageCheckpointer.after_epoch
-
-    def after_epoch_then_kill(self):
-        original(self)
-        if self.stage.name == kill_stage and self.trainer.epoch == 0:
-            raise Killed()
-
-    monkeypatch.setattr(StageCheckpointer, "after_epoch", after_epoch_then_kill)
-    with pytest.raises(Killed):
+    with killed_after_epoch(monkeypatch, kill_stage, 0):
         _train(str(tmp_path))
-    monkeypatch.setattr(StageCheckpointer, "after_epoch", original)
     with open(tmp_path / "last_checkpoint") as f:
         assert f.read().strip() == f"model_{kill_stage}_0001.pth"
     _train(str(tmp_path), resume=True)

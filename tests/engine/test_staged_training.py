@@ -5,25 +5,16 @@ import os
 import pytest
 import torch
 
-from conftest import TWO_STAGE_CONFIG, TWO_STAGE_SHORT, tiny_cfg
+from conftest import TWO_STAGE_CONFIG, TWO_STAGE_SHORT, killed_after_epoch, tiny_cfg, train_tiny
 from fastreid_clip.checkpoint import read_checkpoint
-from fastreid_clip.engine import ClipTrainer, StageCheckpointer
+from fastreid_clip.engine import ClipTrainer
 
 CONFIG = TWO_STAGE_CONFIG
 SHORT = TWO_STAGE_SHORT
 
 
-class Killed(Exception):
-    pass
-
-
 def _train(out, *opts, resume=False):
-    cfg = tiny_cfg(out, *SHORT, *opts, config=CONFIG)
-    cfg.freeze()
-    trainer = ClipTrainer(cfg)
-    trainer.resume_or_load(resume=resume)
-    trainer.train()
-    return trainer
+    return train_tiny(out, *SHORT, *opts, config=CONFIG, resume=resume)
 
 
 def _state(path):
@@ -65,17 +56,8 @@ def _frozen_cfg(out, *opts):
 
 @pytest.mark.parametrize("kill_stage,kill_epoch", [("prompt", 1), ("image", 1)])
 def test_resume_gives_identical_weights(uninterrupted, tmp_path, monkeypatch, kill_stage, kill_epoch):
-    original = StageCheckpointer.after_epoch
-
-    def after_epoch_then_kill(self):
-        original(self)
-        if self.stage.name == kill_stage and self.trainer.epoch == kill_epoch:
-            raise Killed()
-
-    monkeypatch.setattr(StageCheckpointer, "after_epoch", after_epoch_then_kill)
-    with pytest.raises(Killed):
+    with killed_after_epoch(monkeypatch, kill_stage, kill_epoch):
         _train(str(tmp_path))
-    monkeypatch.setattr(StageCheckpointer, "after_epoch", original)
     with open(tmp_path / "last_checkpoint") as f:
         assert f.read().strip() == (f"model_{kill_stage}_final.pth" if kill_stage == "prompt"
                                     else f"model_{kill_stage}_{kill_epoch + 1:04d}.pth")  # 1-based names
