@@ -153,18 +153,17 @@ def background_pid0_items(data) -> List[tuple]:
 
 
 def training_sources(cfg):
-    """``(index, name, dataset, training items)`` of every ``DATASETS.NAMES`` source, built with its combineall
-    setting (``DATASETS.COMBINEALL_PER_SOURCE`` / ``DATASETS.COMBINEALL``) and, with ``DATASETS.COMBINEALL_KEEP_PID0``,
-    its background pid-0 images appended (:func:`background_pid0_items`). The one place that decides which images
-    of a source are training images (:func:`train_items`; CLIP-SCGI's caption files are matched against the same)."""
+    """``(index, name, dataset, training items, combined, background)`` of every ``DATASETS.NAMES`` source: built
+    with its combineall setting (``combined``, from ``DATASETS.COMBINEALL_PER_SOURCE`` / ``DATASETS.COMBINEALL``) and,
+    when combined with ``DATASETS.COMBINEALL_KEEP_PID0``, its background pid-0 images (``background``, else None;
+    :func:`background_pid0_items`) appended to the training items. The one place that decides which images of a
+    source are training images (:func:`train_items`; CLIP-SCGI's caption files are matched against the same)."""
     combine = combineall_per_source(cfg)
     keep_pid0 = bool(cfg.DATASETS.get("COMBINEALL_KEEP_PID0", False))
     for index, name in enumerate(cfg.DATASETS.NAMES):
         data = build_dataset(cfg, name, combineall=combine[index])
-        train = list(data.train)
-        if combine[index] and keep_pid0:
-            train.extend(background_pid0_items(data))
-        yield index, name, data, train
+        background = background_pid0_items(data) if combine[index] and keep_pid0 else None
+        yield index, name, data, list(data.train) + (background or []), combine[index], background
 
 
 def train_items(cfg, with_sources: bool = False):
@@ -178,24 +177,21 @@ def train_items(cfg, with_sources: bool = False):
 
     With ``with_sources`` returns ``(items, sources)``, ``sources[i]`` being the index in ``DATASETS.NAMES`` of the
     dataset item ``i`` comes from (multi-source training: CLIP-FGDI's domain labels)."""
-    combine = combineall_per_source(cfg)
-    keep_pid0 = bool(cfg.DATASETS.get("COMBINEALL_KEEP_PID0", False))
     items, sources, counts = [], [], []
-    for index, name, data, train in training_sources(cfg):
+    for index, name, data, train, combined, background in training_sources(cfg):
         if comm.is_main_process():
             data.show_train()
-        background = train[len(data.train):]  # the appended pid-0 images (training_sources)
         items.extend(train)
         sources.extend([index] * len(train))
         counts.append(f"{name}: {len(train)}")
         if comm.is_main_process():
             note = ""
-            if combine[index] and keep_pid0:
+            if background is not None:
                 note = (f", background pid 0 kept as one identity ({len(background)} images)" if background else
                         ", no background pid-0 images to keep")
             logger.info(f"training source {index} '{name}': {len(train)} images, "
                         f"{len({pid for _, pid, _ in train})} identities, combineall "
-                        f"{'used (train + query + gallery)' if combine[index] else 'not used (train split)'}{note}")
+                        f"{'used (train + query + gallery)' if combined else 'not used (train split)'}{note}")
     if not items:
         root = os.path.abspath(datasets_root())
         raise ConfigValueError("DATASETS.NAMES", tuple(cfg.DATASETS.NAMES), "datasets with training images",

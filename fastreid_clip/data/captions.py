@@ -230,7 +230,7 @@ def load_train_captions(cfg, img_items: Sequence[tuple],
                                "(write missing ones from the dataset's attribute annotations first)")
     by_path: Dict[str, str] = {}
     reports = []
-    for index, name, dataset, train in training_sources(cfg):
+    for index, name, dataset, train, _, _ in training_sources(cfg):
         path = _caption_file(cfg, index, name, dataset)
         if not osp.isfile(path) and c.GENERATE == "attributes":
             _generate_attribute_file(dataset, name, path)
