@@ -13,7 +13,7 @@ from fastreid.config import CfgNode as CN
 from .stages import add_stage_config
 from .validate import ConfigValueError
 
-__all__ = ["add_clip_fgdi_config", "check_fgdi_config", "check_nominal_classes", "FGDI_STAGES"]
+__all__ = ["add_clip_fgdi_config", "check_fgdi_config", "check_nominal_classes", "check_nominal_covers", "FGDI_STAGES"]
 
 FGDI_STAGES = ("prior", "id_prompt", "domain_prompt", "image")
 # Adversarial / monitor classifier lr 0.01 vs the tokens' 3.5e-4 [ref-code --lamda], as an LR_FACTORS multiplier.
@@ -123,15 +123,22 @@ def check_nominal_classes(cfg, train_ids_per_source=None):
         raise ConfigValueError(key, nominal, f"() (= the training identities) or one positive number of classes per "
                                              f"DATASETS.NAMES entry, len(DATASETS.NAMES) = {len(names)} {names}")
     if train_ids_per_source is not None:
-        counts = tuple(int(c) for c in train_ids_per_source)
-        if len(counts) != len(nominal):
-            raise ValueError(f"{len(counts)} per-source identity counts for {len(nominal)} sources")
-        for k, (name, want, have) in enumerate(zip(names, nominal, counts)):
-            if want < have:
-                raise ConfigValueError(key, nominal, f"each entry >= its source's training identities: source {k} "
-                                                     f"'{name}' has {have} training identities, "
-                                                     f"NOMINAL_CLASSES[{k}] = {want}")
+        check_nominal_covers(nominal, train_ids_per_source, names)
     return nominal
+
+
+def check_nominal_covers(nominal, train_ids_per_source, names=None) -> None:
+    """Every ``MODEL.FGDI.NOMINAL_CLASSES`` entry must be >= its source's number of training identities; else a
+    :class:`ConfigValueError` naming the key, the source (``names[k]`` when given) and both numbers."""
+    counts = tuple(int(c) for c in train_ids_per_source)
+    if len(counts) != len(nominal):
+        raise ValueError(f"{len(counts)} per-source identity counts for {len(nominal)} sources")
+    for k, (want, have) in enumerate(zip(nominal, counts)):
+        if want < have:
+            source = f"source {k} '{names[k]}'" if names else f"source {k}"
+            raise ConfigValueError("MODEL.FGDI.NOMINAL_CLASSES", tuple(nominal),
+                                   f"each entry >= its source's training identities: {source} has {have} training "
+                                   f"identities, NOMINAL_CLASSES[{k}] = {want}")
 
 
 def check_fgdi_config(cfg) -> None:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from fastreid.config import configurable
 from fastreid.modeling.meta_arch import META_ARCH_REGISTRY
 
-from ...config.clip_fgdi import FGDI_STAGES, check_fgdi_config, check_nominal_classes
+from ...config.clip_fgdi import FGDI_STAGES, check_fgdi_config, check_nominal_classes, check_nominal_covers
 from ...config.validate import ConfigValueError
 from ...utils.distributed import all_gather_cat
 from ..backbones import build_clip_towers
@@ -199,13 +199,9 @@ class ClipFGDI(ClipReID):
     def nominal_class_domains(train_ids_per_source: Sequence[int], nominal_classes: Sequence[int]) -> torch.Tensor:
         """Domains of the unused classes appended after the training identities, in order: ``nominal_classes[k] -
         train_ids_per_source[k]`` times ``k`` for every source ``k`` (a count above its nominal is an error)."""
-        extra = []
-        for k, (have, want) in enumerate(zip(train_ids_per_source, nominal_classes)):
-            if want < have:
-                raise ConfigValueError("MODEL.FGDI.NOMINAL_CLASSES", tuple(nominal_classes),
-                                       f"each entry >= its source's training identities: source {k} has {have}, "
-                                       f"NOMINAL_CLASSES[{k}] = {want}")
-            extra += [k] * (want - have)
+        check_nominal_covers(nominal_classes, train_ids_per_source)
+        extra = [k for k, (have, want) in enumerate(zip(train_ids_per_source, nominal_classes))
+                 for _ in range(want - have)]
         return torch.as_tensor(extra, dtype=torch.long)
 
     def set_identity_domains(self, labels: torch.Tensor, domains: torch.Tensor) -> None:
